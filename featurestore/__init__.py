@@ -1,0 +1,1 @@
+"""The sign-feature store."""

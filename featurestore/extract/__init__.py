@@ -1,0 +1,1 @@
+"""Feature extraction: decode clips, run the frozen encoders, bulk-populate a store."""
