@@ -1,1 +1,41 @@
-"""The sign-feature store."""
+"""The sign-feature store: per-video Gemma features and landmarks in chunked Zarr or HDF5.
+
+Write with ``create_store(...).writer()``, read with ``open_store(url)``: ``get``,
+``get_many``, ``blocks``/``read_block`` and ``iter_batches`` for streaming.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    CorruptDataError,
+    InvalidVideoError,
+    NotAStoreError,
+    SchemaMismatchError,
+    StoreError,
+    StreamNotFoundError,
+    VideoNotFoundError,
+)
+from .schema import SCHEMA_VERSION, StoreSchema, StreamSpec, validate_video_id  # noqa: E402
+from .store import Batch, Block, FeatureStore, Video, create_store, open_store  # noqa: E402
+from .writer import Writer  # noqa: E402
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Batch",
+    "Block",
+    "CorruptDataError",
+    "FeatureStore",
+    "InvalidVideoError",
+    "NotAStoreError",
+    "SchemaMismatchError",
+    "StoreError",
+    "StoreSchema",
+    "StreamNotFoundError",
+    "StreamSpec",
+    "Video",
+    "VideoNotFoundError",
+    "Writer",
+    "create_store",
+    "open_store",
+    "validate_video_id",
+]

@@ -1,0 +1,91 @@
+"""Small objects (metadata, commit records) under a store root, local or any fsspec URL.
+
+Writes are atomic: a local file appears complete or not at all (temp file + rename); object
+stores replace whole objects. That is what makes a commit record the unit of visibility.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+
+import fsspec
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+class Files:
+    """Byte objects keyed by relative POSIX paths below ``url``."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url
+        self.remote = is_remote(url)
+        if self.remote:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        else:
+            self.fs, self.root = None, os.path.abspath(local_path(url))
+
+    def _path(self, key: str) -> str:
+        return posixpath.join(self.root, key) if self.remote else os.path.join(self.root, key)
+
+    def exists(self, key: str = "") -> bool:
+        path = self._path(key) if key else self.root
+        return self.fs.exists(path) if self.remote else os.path.exists(path)
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            if self.remote:
+                return self.fs.cat_file(self._path(key))
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        if self.remote:
+            self.fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys (relative to the root) of all objects under ``prefix``, sorted."""
+        base = self._path(prefix)
+        if self.remote:
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
+                return []
+            root = self.root.rstrip("/") + "/"
+            keys = [p[len(root) :] if p.startswith(root) else p.split(root, 1)[-1] for p in found]
+        else:
+            keys = []
+            for dirpath, _, names in os.walk(base):
+                rel = os.path.relpath(dirpath, self.root)
+                keys += [posixpath.join(*rel.split(os.sep), n) for n in names]
+        return sorted(k for k in keys if not k.endswith(".partial"))
+
+    def delete(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if self.remote:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        elif os.path.isdir(path):
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)

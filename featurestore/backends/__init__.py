@@ -1,0 +1,15 @@
+"""Storage backends behind one contract (``Backend``); chosen by the store URL's suffix."""
+
+from ._base import Backend
+from ._hdf5 import HDF5Backend
+from ._zarr import ZarrBackend
+
+__all__ = ["Backend", "HDF5Backend", "ZarrBackend", "backend_name_for"]
+
+
+def backend_name_for(url: str) -> str:
+    """``.h5``/``.hdf5`` -> HDF5; everything else (``.zarr``, URLs) -> Zarr."""
+    return "hdf5" if url.rstrip("/").lower().endswith((".h5", ".hdf5")) else "zarr"
+
+
+BACKENDS = {"zarr": ZarrBackend, "hdf5": HDF5Backend}

@@ -1,0 +1,47 @@
+"""The storage contract every backend fulfils (the conformance suite in tests checks it).
+
+A backend stores dense per-stream arrays addressed by (segment, block, offset). A segment
+belongs to one writer; a block is written exactly once, whole, so committed bytes are never
+rewritten and a killed writer can only leave an unreferenced block behind.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..schema import StoreSchema
+
+
+class Backend(ABC):
+    name: str
+
+    def __init__(self, url: str, schema: StoreSchema, block_size: int, storage_options=None):
+        self.url = url
+        self.schema = schema
+        self.block_size = block_size
+        self.storage_options = storage_options or {}
+
+    @abstractmethod
+    def initialize(self) -> None:
+        """Create whatever the backend needs at the store root (called once by create)."""
+
+    @abstractmethod
+    def create_segment(self, segment: str) -> None:
+        """Prepare an empty segment for one writer."""
+
+    @abstractmethod
+    def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write rows 0..n-1 of ``block`` for every stream; n <= block_size."""
+
+    @abstractmethod
+    def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
+        """Rows [start, stop) of a block for one stream, as one contiguous read."""
+
+    @abstractmethod
+    def delete_segment(self, segment: str) -> None:
+        """Remove a segment's arrays (compact does this after re-committing its rows)."""
+
+    def close(self) -> None:
+        """Release open handles (they must not cross a fork)."""

@@ -1,0 +1,162 @@
+"""The write side: one ``Writer`` per process appends videos into a segment of its own.
+
+Videos are buffered until a block is full (or ``flush``), then the block's arrays are
+written once and its commit record after them. No locks are needed between writers because
+no two writers ever touch the same object.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidVideoError
+from .index import commit_key, encode_record
+from .schema import StreamSpec, validate_video_id
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+
+def new_segment_id(prefix: str = "seg") -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def validate_arrays(
+    video_id: str, arrays: dict, streams: dict[str, StreamSpec]
+) -> dict[str, np.ndarray]:
+    """Check every stream against the schema; cast float precision (float32 -> float16) only."""
+    missing = sorted(set(streams) - set(arrays))
+    extra = sorted(set(arrays) - set(streams))
+    if missing or extra:
+        raise InvalidVideoError(
+            f"video {video_id!r}: streams must be exactly {sorted(streams)}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+        )
+    out = {}
+    for name, spec in streams.items():
+        arr = np.asarray(arrays[name])
+        if arr.shape != spec.shape:
+            raise InvalidVideoError(
+                f"video {video_id!r}: field {name!r} has shape {arr.shape}, store expects {spec.shape}"
+            )
+        want = np.dtype(spec.dtype)
+        if arr.dtype != want:
+            if not (arr.dtype.kind == "f" and want.kind == "f"):
+                raise InvalidVideoError(
+                    f"video {video_id!r}: field {name!r} has dtype {arr.dtype}, store expects {want}"
+                )
+            with np.errstate(over="ignore"):
+                arr = arr.astype(want)
+        if want.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidVideoError(
+                f"video {video_id!r}: field {name!r} has non-finite values (NaN/inf"
+                + (", or too large for float16)" if want == np.float16 else ")")
+            )
+        out[name] = np.ascontiguousarray(arr)
+    return out
+
+
+class Writer:
+    """Appends videos to the store; use as a context manager so the last block is committed."""
+
+    def __init__(self, store: FeatureStore, overwrite: bool = False, block_size: int | None = None):
+        if store.mode == "r":
+            raise PermissionError(f"store {store.url} is open read-only; open it with mode='r+'")
+        self.store = store
+        self.overwrite = overwrite
+        self.block_size = min(block_size or store.block_size, store.block_size)
+        self.segment = new_segment_id()
+        self._existing = set(store.ids())
+        self._buffer: dict[str, tuple[dict, dict]] = {}
+        self._failures: list[dict] = []
+        self._block = 0
+        self._segment_created = False
+        self.committed = 0
+
+    def put(
+        self,
+        video_id: str,
+        arrays: dict[str, np.ndarray],
+        label: int = -1,
+        gloss: str = "",
+        split: str = "train",
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        """Buffer one video; it becomes visible when its block is committed."""
+        validate_video_id(video_id)
+        if not self.overwrite and (video_id in self._existing or video_id in self._buffer):
+            raise InvalidVideoError(
+                f"video {video_id!r} is already in the store; pass overwrite=True to replace it"
+            )
+        label = int(label)
+        labels = self.store.labels
+        if label != -1 and label not in labels:
+            raise InvalidVideoError(
+                f"video {video_id!r}: label {label} is not in the store's label map; add it with set_labels()"
+            )
+        if label != -1 and gloss and labels[label] != gloss:
+            raise InvalidVideoError(
+                f"video {video_id!r}: gloss {gloss!r} disagrees with label {label} = {labels[label]!r}"
+            )
+        if not isinstance(split, str) or not split:
+            raise InvalidVideoError(f"video {video_id!r}: split must be a non-empty string")
+        checked = validate_arrays(video_id, arrays, self.store.schema.streams)
+        meta = {
+            "video_id": video_id,
+            "label": label,
+            "gloss": gloss or labels.get(label, ""),
+            "split": split,
+            "source": source or {},
+        }
+        self._buffer[video_id] = (checked, meta)
+        if len(self._buffer) >= self.block_size:
+            self.flush()
+
+    def fail(self, video_id: str, reason: str) -> None:
+        """Record that a video could not be processed (shown by ``store.failures()``)."""
+        self._failures.append({"video_id": str(video_id), "reason": str(reason)})
+
+    def flush(self) -> None:
+        """Write the buffered block, then its commit record."""
+        if not self._buffer and not self._failures:
+            return
+        videos = []
+        if self._buffer:
+            if not self._segment_created:
+                self.store._backend.create_segment(self.segment)
+                self._segment_created = True
+            items = list(self._buffer.values())
+            stacked = {
+                name: np.stack([arrays[name] for arrays, _ in items])
+                for name in self.store.schema.streams
+            }
+            self.store._backend.write_block(self.segment, self._block, stacked)
+            videos = [dict(meta, offset=i) for i, (_, meta) in enumerate(items)]
+        record = encode_record(self.segment, self._block, time.time_ns(), videos, self._failures)
+        self.store._files.write(commit_key(self.segment, self._block), record)
+        self._existing.update(self._buffer)
+        self.committed += len(self._buffer)
+        self._block += 1
+        self._buffer.clear()
+        self._failures = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
