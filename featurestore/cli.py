@@ -1,0 +1,177 @@
+"""``featurestore`` command line: inspect, read, verify and compact stores (and, from
+``featurestore.extract``, synthesize clips and populate stores)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+import numpy as np
+
+from . import __version__
+from .errors import StoreError
+from .store import open_store
+
+
+def _info(args) -> int:
+    info = open_store(args.store, storage_options=args.storage_options).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"store      {info['url']}  ({info['backend']}, schema v{info['schema_version']})")
+    print(
+        f"videos     {info['videos']}  " + "  ".join(f"{k}={v}" for k, v in info["splits"].items())
+    )
+    print(f"frames     T={info['num_frames']}   block size {info['block_size']}")
+    for name, s in info["streams"].items():
+        print(f"stream     {name:<14} {tuple(s['shape'])} {s['dtype']}")
+    enc = info["encoder"]
+    print(
+        f"encoder    {enc.get('model_id', '-')}  dim={enc.get('feature_dim', '-')}  pooling={enc.get('pooling', '-')}"
+    )
+    print(
+        f"classes    {info['num_classes']}   failures {info['failures']}   segments {info['segments']}"
+    )
+    return 0
+
+
+def _ls(args) -> int:
+    store = open_store(args.store, storage_options=args.storage_options)
+    ids = store.ids(args.split)
+    if args.json:
+        rows = []
+        for vid in ids:
+            e = store.entry(vid)
+            rows.append({"video_id": vid, "label": e.label, "gloss": e.gloss, "split": e.split})
+        print(json.dumps(rows, indent=1))
+    else:
+        for vid in ids:
+            e = store.entry(vid)
+            print(f"{vid}\t{e.split}\t{e.label}\t{e.gloss}")
+    return 0
+
+
+def _get(args) -> int:
+    store = open_store(args.store, storage_options=args.storage_options)
+    video = store.get(args.video_id, [args.stream] if args.stream else None)
+    if args.out:
+        if not args.stream and len(video.arrays) > 1:
+            np.savez(args.out, **video.arrays)
+        else:
+            np.save(args.out, next(iter(video.arrays.values())))
+        print(f"wrote {args.out}")
+        return 0
+    if args.stream and not sys.stdout.isatty():
+        buf = io.BytesIO()
+        np.save(buf, video.arrays[args.stream])
+        sys.stdout.buffer.write(buf.getvalue())
+        return 0
+    meta = {
+        "video_id": video.video_id,
+        "label": video.label,
+        "gloss": video.gloss,
+        "split": video.split,
+        "source": video.source,
+        "arrays": {
+            k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in video.arrays.items()
+        },
+    }
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def _verify(args) -> int:
+    store = open_store(args.store, storage_options=args.storage_options)
+    problems = store.verify(progress=not args.quiet)
+    for p in problems:
+        print(f"PROBLEM {p}")
+    print(f"{len(store)} videos checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _compact(args) -> int:
+    store = open_store(args.store, "r+", storage_options=args.storage_options)
+    result = store.compact(progress=not args.quiet)
+    print(f"compacted {result['videos']} videos; removed {result['segments_removed']} segment(s)")
+    return 0
+
+
+def _storage_options(pairs: list[str]) -> dict:
+    opts = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"featurestore: --storage-option expects key=value, got {pair!r}")
+        opts[key] = value
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="featurestore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"featurestore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="fsspec storage option for remote stores (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="summary of a store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("ls", help="list video ids (and split, label, gloss)")
+    p.add_argument("store")
+    p.add_argument("--split")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_ls)
+
+    p = sub.add_parser("get", help="one video's metadata, or a stream as .npy")
+    p.add_argument("store")
+    p.add_argument("video_id")
+    p.add_argument("--stream", help="only this stream (written as .npy to --out or a piped stdout)")
+    p.add_argument("--out", help="write .npy (one stream) or .npz (all streams)")
+    p.set_defaults(func=_get)
+
+    p = sub.add_parser("verify", help="read back every video; exit 1 on any problem")
+    p.add_argument("store")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("compact", help="merge segments (run while no writer is running)")
+    p.add_argument("store")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_compact)
+
+    try:
+        from .extract.cli import add_subcommands
+    except ImportError:  # extraction not built yet
+        add_subcommands = None
+    if add_subcommands is not None:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.storage_options = _storage_options(args.storage_option)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("featurestore: interrupted", file=sys.stderr)
+        return 130
+    except (StoreError, OSError, ValueError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"featurestore: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
