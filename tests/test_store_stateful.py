@@ -1,0 +1,108 @@
+"""Random sequences of put / overwrite / flush / get / reopen / compact against a dict model."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from conftest import small_schema
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from featurestore import InvalidVideoError, create_store, open_store
+
+IDS = st.sampled_from([f"id{i}" for i in range(12)])
+
+
+class StoreMachine(RuleBasedStateMachine):
+    suffix = ".zarr"
+
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp()
+        self.url = f"{self.dir}/m{self.suffix}"
+        self.store = create_store(self.url, small_schema(), block_size=3)
+        self.writer = self.store.writer()
+        self.committed: dict[str, tuple[int, int]] = {}  # id -> (seed, label)
+        self.buffered: dict[str, tuple[int, int]] = {}
+
+    def teardown(self):
+        self.writer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def arrays(seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return {
+            "gemma": rng.standard_normal((4, 8)).astype(np.float16),
+            "landmarks": rng.standard_normal((4, 75, 3)).astype(np.float32),
+            "landmark_mask": rng.random((4, 3)) > 0.5,
+        }
+
+    def _sync_commits(self):
+        if not self.writer.pending:
+            self.committed.update(self.buffered)
+            self.buffered.clear()
+
+    @rule(vid=IDS, seed=st.integers(0, 10**6), label=st.integers(0, 2))
+    def put(self, vid, seed, label):
+        exists = vid in self.committed or vid in self.buffered
+        if exists and not self.writer.overwrite:
+            with pytest.raises(InvalidVideoError, match="already in the store"):
+                self.writer.put(vid, self.arrays(seed), label=label)
+            return
+        self.writer.put(vid, self.arrays(seed), label=label)
+        self.buffered[vid] = (seed, label)
+        self._sync_commits()
+
+    @rule(overwrite=st.booleans())
+    def new_writer(self, overwrite):
+        self.writer.close()
+        self._sync_commits()
+        self.writer = self.store.writer(overwrite=overwrite)
+
+    @rule()
+    def flush(self):
+        self.writer.flush()
+        self._sync_commits()
+
+    @rule()
+    def reopen(self):
+        self.store = open_store(self.url, "r+")
+        self.writer.store = self.store
+
+    @precondition(lambda self: bool(self.committed))
+    @rule(data=st.data())
+    def get(self, data):
+        vid = data.draw(st.sampled_from(sorted(self.committed)))
+        self.store.refresh()
+        seed, label = self.committed[vid]
+        video = self.store.get(vid)
+        assert video.label == label
+        for k, a in self.arrays(seed).items():
+            np.testing.assert_array_equal(video.arrays[k], a)
+
+    @rule()
+    def compact(self):
+        self.writer.close()
+        self._sync_commits()
+        self.store.compact()
+        self.writer = self.store.writer()
+
+    @invariant()
+    def visible_ids_match_model(self):
+        fresh = open_store(self.url)
+        assert fresh.ids() == sorted(self.committed)
+
+
+class HDF5StoreMachine(StoreMachine):
+    suffix = ".h5"
+
+
+TestZarrStoreMachine = StoreMachine.TestCase
+TestZarrStoreMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
+TestHDF5StoreMachine = HDF5StoreMachine.TestCase
+TestHDF5StoreMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
