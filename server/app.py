@@ -1,0 +1,98 @@
+"""The app factory: routers, middleware, error handlers, and loading in lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from featurestore import FeatureStore
+from model import Checkpoint
+
+from .errors import install_error_handlers
+from .limits import BodyLimitMiddleware
+from .metrics import Metrics, MetricsMiddleware
+from .routes import health, info, predict, videos
+from .security import require_api_key
+from .settings import Settings
+from .state import build_state, check_match, open_resources
+
+#: Bodies other than uploads are small JSON.
+JSON_BODY_LIMIT = 1024 * 1024
+#: Room for the multipart framing and the form fields around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+DESCRIPTION = """
+Feature lookups and sign predictions over a feature store and a trained checkpoint.
+
+* `GET /v1/videos/{id}/features/{stream}`: JSON, or `.npy` bytes with
+  `Accept: application/x-npy` (`numpy.load(io.BytesIO(r.content))`).
+* `POST /v1/predict`: classify stored videos by id (micro-batched).
+* `POST /v1/predict/video`: classify an uploaded clip.
+
+Errors are JSON `{"detail": ...}`. When the server has an API key, `/v1` routes need the
+`X-API-Key` header.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: FeatureStore | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> FastAPI:
+    """Build the service. Give loaded `store` and `checkpoint` objects, or let lifespan
+    load them from `settings.store` / `settings.checkpoint` (or `ASL_*` variables).
+
+    A checkpoint whose encoder fingerprint, T or streams differ from the store's is refused
+    at start-up with a message naming what differs.
+    """
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if store is not None and checkpoint is not None:
+            check_match(store, checkpoint)
+            loaded = (store, checkpoint)
+        else:
+            loaded = await asyncio.to_thread(open_resources, settings)
+        state = build_state(settings, *loaded, metrics)
+        await state.start()
+        app.state.serving = state
+        try:
+            yield
+        finally:
+            app.state.serving = None
+            await state.stop()
+
+    app = FastAPI(
+        title="Sign recognition service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.serving = None
+
+    install_error_handlers(app)
+    app.include_router(health.router)
+    secured = [Depends(require_api_key)]
+    for router in (info.router, videos.router, predict.router):
+        app.include_router(router, dependencies=secured)
+
+    upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=JSON_BODY_LIMIT,
+        limits={"/v1/predict/video": upload_limit},
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory server.app:app_from_env` (settings from ASL_*)."""
+    return create_app(Settings())

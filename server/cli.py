@@ -1,0 +1,100 @@
+"""`asl-serve`: check the store and checkpoint, then run uvicorn.
+
+Every option also reads from its `ASL_*` environment variable (`--batch-max-size` from
+`ASL_BATCH_MAX_SIZE`); a flag wins over the variable. Options travel to uvicorn workers as
+environment variables, so `--workers N` processes all see the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from pydantic import ValidationError
+
+from .settings import Settings
+from .state import StartupError, open_resources
+
+#: (flag, settings field, type, help); booleans get --flag / --no-flag.
+OPTIONS = [
+    ("--store", "store", str, "feature store URL"),
+    ("--checkpoint", "checkpoint", str, "checkpoint written by asl-train"),
+    ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
+    ("--port", "port", int, "port (default 8000)"),
+    ("--workers", "workers", int, "uvicorn worker processes (default 1)"),
+    ("--api-key", "api_key", str, "require this X-API-Key on /v1 (prefer ASL_API_KEY)"),
+    ("--device", "device", str, "torch device for model and encoder (default cpu)"),
+    ("--micro-batching", "micro_batching", bool, "merge concurrent predictions (default on)"),
+    ("--batch-max-size", "batch_max_size", int, "most videos per forward (default 64)"),
+    ("--batch-max-wait-ms", "batch_max_wait_ms", float, "batch fill wait (default 2)"),
+    ("--max-predict-ids", "max_predict_ids", int, "most ids per request (default 256)"),
+    ("--cache-mb", "cache_mb", float, "feature cache size, 0 = off (default 256)"),
+    ("--upload", "upload_enabled", bool, "load the encoder, accept uploads (default on)"),
+    ("--max-upload-bytes", "max_upload_bytes", int, "largest upload (default 50 MiB)"),
+    ("--max-clip-seconds", "max_clip_seconds", float, "longest clip (default 30)"),
+    ("--torch-threads", "torch_threads", int, "torch intra-op threads"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asl-serve",
+        description="Serve feature lookups and sign predictions over HTTP.",
+        epilog="Every option can also be set as ASL_<NAME> (e.g. ASL_STORE, ASL_API_KEY).",
+    )
+    for flag, dest, typ, help_ in OPTIONS:
+        if typ is bool:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
+        else:
+            p.add_argument(flag, dest=dest, type=typ, help=help_)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    return p
+
+
+def export_settings(args: argparse.Namespace) -> None:
+    """Flags become ASL_* variables: the one channel that reaches uvicorn's workers."""
+    for _, dest, _, _ in OPTIONS:
+        value = getattr(args, dest)
+        if value is not None:
+            os.environ[f"ASL_{dest.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    export_settings(args)
+    try:
+        settings = Settings()
+        store, checkpoint = open_resources(settings)  # refuse a bad pair before binding
+    except ValidationError as exc:
+        print(f"asl-serve: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"asl-serve: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    common = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    if settings.workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(settings, store=store, checkpoint=checkpoint), **common)
+    else:
+        # Workers are separate processes: metrics are merged through files.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="asl-metrics-"))
+        uvicorn.run("server.app:app_from_env", factory=True, workers=settings.workers, **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Errors: every failure is JSON `{"detail": ...}`; a traceback never reaches the client."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+log = logging.getLogger("server")
+
+
+class ErrorResponse(BaseModel):
+    """What every error response carries."""
+
+    detail: str | list | dict
+
+
+def error_responses(*codes: int) -> dict[int, dict]:
+    """OpenAPI `responses=` entries for the given status codes."""
+    descriptions = {
+        401: "Missing or wrong X-API-Key.",
+        404: "Unknown video, stream or route.",
+        413: "Upload too large, clip too long, or too many ids.",
+        415: "Not a decodable video.",
+        422: "Bad JSON or parameters.",
+        503: "Store and model are not loaded yet, or the encoder is unavailable.",
+    }
+    return {c: {"model": ErrorResponse, "description": descriptions[c]} for c in codes}
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # The default handler echoes the raw input back (`input`); a multi-megabyte upload
+    # or binary body should not come back to the client, so keep location and message.
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,89 @@
+"""Request and response bodies; they are also the OpenAPI schema and its examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    upload: str = Field(
+        description="Video uploads: ready, loading, disabled, or why they failed.",
+        examples=["ready"],
+    )
+
+
+class VideoSummary(BaseModel):
+    video_id: str = Field(examples=["69241"])
+    label: int = Field(description="Class index; -1 when unlabeled.", examples=[0])
+    gloss: str = Field(examples=["hello"])
+    split: str = Field(examples=["train"])
+
+
+class VideoDetail(VideoSummary):
+    source: dict[str, Any] = Field(
+        description="Where the features came from (path, frame range, real frame count).",
+        examples=[{"path": "videos/69241.mp4", "frame_start": 1, "frame_end": -1}],
+    )
+    streams: list[str] = Field(examples=[["gemma", "landmarks", "landmark_mask"]])
+
+
+class VideoList(BaseModel):
+    items: list[VideoSummary]
+    total: int = Field(description="Videos matching the filter, before paging.", examples=[1])
+
+
+class FeatureArray(BaseModel):
+    shape: list[int] = Field(examples=[[16, 3]])
+    dtype: str = Field(examples=["bool"])
+    data: list = Field(description="Nested lists in C order.", examples=[[[True, False, True]]])
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"video_ids": ["69241", "65539"], "top_k": 3}]},
+    )
+
+    video_ids: list[str] = Field(min_length=1, description="Stored videos to classify.")
+    top_k: int = Field(5, ge=1, description="Classes per video (capped at the class count).")
+
+
+class ClassProb(BaseModel):
+    label: int = Field(examples=[0])
+    gloss: str = Field(examples=["hello"])
+    prob: float = Field(examples=[0.91])
+
+
+class Prediction(BaseModel):
+    video_id: str = Field(examples=["69241"])
+    top_k: list[ClassProb]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Timings(BaseModel):
+    upload_ms: float = Field(description="Receiving and saving the upload.")
+    extract_ms: float = Field(description="Decoding and feature extraction (incl. queueing).")
+    predict_ms: float = Field(description="Model, incl. waiting for a micro-batch.")
+    total_ms: float
+
+
+class VideoPredictResponse(PredictResponse):
+    timings: Timings
+
+
+class Info(BaseModel):
+    store: dict[str, Any] = Field(
+        description="Videos, T, streams (shape, dtype), encoder fingerprint, classes."
+    )
+    model: dict[str, Any] = Field(description="Fusion, parameters, metrics from the checkpoint.")
+    serving: dict[str, Any] = Field(description="Batching, limits and upload status.")

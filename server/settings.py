@@ -1,0 +1,36 @@
+"""Service settings: one pydantic model, read from arguments or `ASL_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; `ASL_STORE=... ASL_CHECKPOINT=... asl-serve` works."""
+
+    model_config = SettingsConfigDict(env_prefix="ASL_", extra="ignore")
+
+    store: str | None = Field(None, description="Feature store URL (folder, .h5, or fsspec URL).")
+    checkpoint: str | None = Field(None, description="Model checkpoint written by asl-train.")
+    storage_options: dict | None = Field(None, description="fsspec options for a remote store.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    api_key: SecretStr | None = Field(None, description="When set, /v1 routes need X-API-Key.")
+    device: str = Field("cpu", description="Torch device for the model and the encoder.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+
+    max_predict_ids: int = Field(256, ge=1, description="Most video ids in one predict request.")
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
+    micro_batching: bool = Field(True, description="Merge concurrent predictions into a batch.")
+    batch_max_size: int = Field(64, ge=1, description="Most videos in one model forward.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill.")
+
+    cache_mb: float = Field(256.0, ge=0, description="LRU of feature arrays; 0 turns it off.")
+    io_threads: int = Field(2, ge=1, description="Threads reading the store for lookups.")
+
+    upload_enabled: bool = Field(True, description="Load the encoder and accept video uploads.")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload accepted.")
+    max_clip_seconds: float = Field(30.0, gt=0, description="Longest clip accepted.")
+    max_pending_uploads: int = Field(8, ge=1, description="Uploads queued for extraction.")

@@ -1,0 +1,124 @@
+"""What the service holds while it runs, how it is loaded, and the check that the
+checkpoint fits the store."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+from fastapi import HTTPException, Request
+
+from featurestore import FeatureStore, SchemaMismatchError, StoreError, open_store
+from model import Checkpoint, CheckpointError, load_checkpoint
+
+from .batcher import MicroBatcher
+from .cache import FeatureCache
+from .metrics import Metrics
+from .predictor import PredictJob, Predictor, Ranked
+from .settings import Settings
+from .uploads import UploadExtractor
+
+log = logging.getLogger("server")
+
+
+class StartupError(RuntimeError):
+    """The service cannot start with these settings; the message says why and what to do."""
+
+
+def open_resources(settings: Settings) -> tuple[FeatureStore, Checkpoint]:
+    """Open the store, load the checkpoint, and refuse a pair that does not match."""
+    if not settings.store or not settings.checkpoint:
+        raise StartupError("both a store and a checkpoint are needed (--store, --checkpoint)")
+    try:
+        store = open_store(settings.store, "r", settings.storage_options)
+    except (StoreError, OSError) as exc:
+        raise StartupError(f"cannot open store {settings.store}: {exc}") from exc
+    try:
+        checkpoint = load_checkpoint(settings.checkpoint, map_location=settings.device)
+    except CheckpointError as exc:
+        raise StartupError(str(exc)) from exc
+    check_match(store, checkpoint, settings.checkpoint)
+    return store, checkpoint
+
+
+def check_match(store: FeatureStore, checkpoint: Checkpoint, name: str = "checkpoint") -> None:
+    """A model must only ever see features of the encoder, T and streams it was trained on."""
+    try:
+        checkpoint.check_store(store)
+    except SchemaMismatchError as exc:
+        raise StartupError(
+            f"refusing to serve: {name} does not match store {store.url}: {exc}. "
+            "Serve the checkpoint with the store it was trained on, or retrain on this store."
+        ) from exc
+
+
+@dataclass
+class ServingState:
+    """Loaded store and model, and the machinery around them."""
+
+    settings: Settings
+    store: FeatureStore
+    checkpoint: Checkpoint
+    metrics: Metrics
+    cache: FeatureCache
+    predictor: Predictor
+    batcher: MicroBatcher[PredictJob, list[Ranked]]
+    uploads: UploadExtractor
+    model_executor: ThreadPoolExecutor
+    io_executor: ThreadPoolExecutor
+    ids_by_split: dict[str | None, list[str]] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self.uploads.start_loading()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.uploads.shutdown()
+        self.model_executor.shutdown(wait=False, cancel_futures=True)
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
+
+    def ids(self, split: str | None) -> list[str]:
+        """Sorted ids of a split, computed once: the index is a snapshot taken at start."""
+        if split not in self.ids_by_split:
+            self.ids_by_split[split] = self.store.ids(split)
+        return self.ids_by_split[split]
+
+
+def build_state(
+    settings: Settings, store: FeatureStore, checkpoint: Checkpoint, metrics: Metrics
+) -> ServingState:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    cache = FeatureCache(int(settings.cache_mb * 1024 * 1024))
+    predictor = Predictor(checkpoint, store, cache, metrics)
+    model_executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+    batcher: MicroBatcher[PredictJob, list[Ranked]] = MicroBatcher(
+        predictor.run_batch,
+        model_executor,
+        max_batch=settings.batch_max_size if settings.micro_batching else 1,
+        max_wait_ms=settings.batch_max_wait_ms if settings.micro_batching else 0.0,
+        size=len,
+    )
+    return ServingState(
+        settings=settings,
+        store=store,
+        checkpoint=checkpoint,
+        metrics=metrics,
+        cache=cache,
+        predictor=predictor,
+        batcher=batcher,
+        uploads=UploadExtractor(settings, store, metrics),
+        model_executor=model_executor,
+        io_executor=ThreadPoolExecutor(settings.io_threads, thread_name_prefix="store-io"),
+    )
+
+
+def get_state(request: Request) -> ServingState:
+    """Dependency: the loaded state, or 503 while the store and model are not loaded."""
+    state = getattr(request.app.state, "serving", None)
+    if state is None:
+        raise HTTPException(503, "not ready: the store and model are not loaded yet")
+    return state

@@ -1,0 +1,95 @@
+"""Builders shared by the server tests: a tiny store and an untrained checkpoint for it.
+
+No tests live here; the test_server_*.py files import these helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore import FeatureStore, StoreSchema, StreamSpec, create_store, open_store
+from model import HybridASLModel, ModelConfig, save_checkpoint
+
+T, D = 4, 8
+LABELS = {0: "hello", 1: "thankyou", 2: "yes", 3: "no"}
+LAYOUT = {
+    "parts": ["pose", "left_hand", "right_hand"],
+    "sizes": [33, 21, 21],
+    "coords": ["x", "y", "z"],
+}
+ENCODER = {"model_id": "test-encoder", "feature_dim": D, "pooling": "mean_soft_tokens"}
+
+
+def tiny_schema(num_frames: int = T, dim: int = D, encoder: dict | None = None) -> StoreSchema:
+    return StoreSchema(
+        num_frames=num_frames,
+        streams={
+            "gemma": StreamSpec((num_frames, dim), "float16"),
+            "landmarks": StreamSpec((num_frames, 75, 3), "float32"),
+            "landmark_mask": StreamSpec((num_frames, 3), "bool"),
+        },
+        encoder=encoder or {**ENCODER, "feature_dim": dim},
+        landmark_layout=LAYOUT,
+        labels=LABELS,
+    )
+
+
+def video_ids(n: int) -> list[str]:
+    return [f"v{i:03d}" for i in range(n)]
+
+
+def build_store(
+    path: Path | str, n: int = 12, schema: StoreSchema | None = None, seed: int = 0
+) -> FeatureStore:
+    """n videos with random features; splits train/val/test by index; one unlabeled."""
+    schema = schema or tiny_schema()
+    rng = np.random.default_rng(seed)
+    store = create_store(str(path), schema)
+    with store.writer() as w:
+        for i, vid in enumerate(video_ids(n)):
+            t, dim = schema.streams["gemma"].shape
+            label = -1 if i == n - 1 else i % len(LABELS)
+            w.put(
+                vid,
+                {
+                    "gemma": rng.standard_normal((t, dim)).astype(np.float16),
+                    "landmarks": rng.standard_normal((t, 75, 3)).astype(np.float32),
+                    "landmark_mask": rng.random((t, 3)) > 0.3,
+                },
+                label=label,
+                gloss=LABELS.get(label, ""),
+                split=("train", "val", "test")[i % 3],
+                source={"path": f"videos/{vid}.mp4", "frame_start": 1, "frame_end": -1},
+            )
+    return open_store(str(path))
+
+
+def build_checkpoint(path: Path | str, schema: StoreSchema, seed: int = 0, **config) -> Path:
+    """An untrained model whose checkpoint matches `schema` (override fields to mismatch)."""
+    torch.manual_seed(seed)
+    t, dim = schema.streams["gemma"].shape
+    cfg = ModelConfig.from_layout(
+        schema.landmark_layout,
+        num_classes=len(schema.labels),
+        gemma_dim=dim,
+        num_frames=t,
+        hidden_dim=32,
+        num_heads=4,
+        num_landmark_layers=1,
+        fusion_type=config.pop("fusion_type", "concat"),
+    )
+    streams = {k: v.to_json() for k, v in schema.streams.items()}
+    return save_checkpoint(
+        path,
+        HybridASLModel(cfg),
+        labels=schema.labels,
+        encoder=config.pop("encoder", schema.encoder),
+        landmark_layout=schema.landmark_layout,
+        num_frames=config.pop("num_frames", schema.num_frames),
+        streams=config.pop("streams", streams),
+        train_args={"epochs": 0},
+        metrics={"val_top1": 0.25},
+    )
