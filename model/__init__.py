@@ -1,1 +1,20 @@
-"""model package."""
+"""The hybrid sign classifier on frozen-encoder features and landmarks (torch only)."""
+
+from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from model.config import FUSION_TYPES, MODALITIES, ModelConfig
+from model.hybrid import HybridASLModel, count_parameters, parameter_breakdown
+from model.landmarks import landmark_features
+
+__all__ = [
+    "FUSION_TYPES",
+    "MODALITIES",
+    "Checkpoint",
+    "CheckpointError",
+    "HybridASLModel",
+    "ModelConfig",
+    "count_parameters",
+    "landmark_features",
+    "load_checkpoint",
+    "parameter_breakdown",
+    "save_checkpoint",
+]

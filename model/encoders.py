@@ -1,0 +1,102 @@
+"""The two per-stream encoders: frozen-encoder features and landmarks, each (B, T, ·) to
+a frame sequence and a pooled vector of width hidden_dim."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from model.landmarks import feature_dim, landmark_features
+
+
+class Encoded(NamedTuple):
+    """One stream after its encoder."""
+
+    seq: torch.Tensor
+    """(B, T, H) per-frame states."""
+    pooled: torch.Tensor
+    """(B, H) clip summary."""
+    pad: torch.Tensor
+    """(B, T) bool, True where a frame is padding (ignored by attention and pooling)."""
+
+
+def projection_block(d_in: int, d_out: int, dropout: float | None) -> nn.Sequential:
+    layers = [nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.ReLU()]
+    if dropout is not None:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def masked_mean(seq: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Mean over frames that are not padding."""
+    keep = (~pad).unsqueeze(-1).to(seq.dtype)
+    return (seq * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+
+def safe_pad(pad: torch.Tensor) -> torch.Tensor:
+    """A clip whose frames are all padding keeps them all: attention over no keys is NaN."""
+    return pad & ~pad.all(dim=1, keepdim=True)
+
+
+class VisualProjection(nn.Module):
+    """Frozen-encoder features (B, T, D): per-frame linear + LayerNorm, a learned temporal
+    position encoding, one residual temporal self-attention, masked mean pooling."""
+
+    def __init__(
+        self, gemma_dim: int, hidden_dim: int, num_frames: int, num_heads: int, dropout: float
+    ):
+        super().__init__()
+        self.frame_projection = projection_block(gemma_dim, hidden_dim, dropout)
+        self.position = nn.Parameter(torch.randn(1, num_frames, hidden_dim) * 0.02)
+        self.attention = nn.MultiheadAttention(
+            hidden_dim, num_heads, dropout=dropout, batch_first=True
+        )
+        self.attention_norm = nn.LayerNorm(hidden_dim)
+        self.output_projection = projection_block(hidden_dim, hidden_dim, None)
+
+    def forward(self, features: torch.Tensor, pad: torch.Tensor) -> Encoded:
+        x = self.frame_projection(features.to(self.position.dtype)) + self.position
+        attended, _ = self.attention(x, x, x, key_padding_mask=pad, need_weights=False)
+        x = self.attention_norm(x + attended)
+        return Encoded(x, self.output_projection(masked_mean(x, pad)), pad)
+
+
+class LandmarkEncoder(nn.Module):
+    """Landmarks (B, T, K, 3) and part mask (B, T, P): body-relative frame features, a
+    transformer over frames that ignores padded frames, masked mean pooling."""
+
+    def __init__(
+        self,
+        part_names,
+        part_sizes,
+        hidden_dim: int,
+        num_frames: int,
+        num_heads: int,
+        num_layers: int,
+        dropout: float,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        self.part_names, self.part_sizes, self.normalize = (
+            tuple(part_names),
+            tuple(part_sizes),
+            normalize,
+        )
+        self.input_projection = projection_block(
+            feature_dim(part_names, part_sizes), hidden_dim, dropout
+        )
+        self.position = nn.Parameter(torch.randn(1, num_frames, hidden_dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            hidden_dim, num_heads, dim_feedforward=4 * hidden_dim, dropout=dropout, batch_first=True
+        )
+        # No nested tensors: they change padded outputs between train and eval mode.
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.output_projection = projection_block(hidden_dim, hidden_dim, None)
+
+    def forward(self, landmarks: torch.Tensor, mask: torch.Tensor, pad: torch.Tensor) -> Encoded:
+        feats = landmark_features(landmarks, mask, self.part_names, self.part_sizes, self.normalize)
+        x = self.input_projection(feats) + self.position
+        x = self.transformer(x, src_key_padding_mask=pad)
+        return Encoded(x, self.output_projection(masked_mean(x, pad)), pad)
