@@ -1,0 +1,137 @@
+"""Training-time augmentation of a window of rows, vectorised with numpy, seeded per window
+so the result depends on (seed, epoch, window) only, never on which worker ran it.
+
+Landmarks are MediaPipe image fractions: transforms act around the image centre and only
+on detected points (missing points stay zero). The model re-centres on the shoulders, so
+a pure shift or uniform scale would be undone; scale is per axis (changes proportions)
+and the rotation survives normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: MediaPipe pose landmarks that swap under a left-right mirror (nose and mouth centre stay).
+POSE_MIRROR_PAIRS = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [
+    (i, i + 1) for i in range(11, 33, 2)
+]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 10.0
+    """Max in-plane rotation."""
+    scale: float = 0.1
+    """Per-axis scale in [1 - scale, 1 + scale]."""
+    shift: float = 0.05
+    """Max shift, as a fraction of the image."""
+    time_warp: float = 0.2
+    """Playback speed in [1 - w, 1 + w], about the clip's middle."""
+    frame_drop: float = 0.1
+    """Probability that a frame is dropped (the rest are stretched back to T frames)."""
+    mirror: float = 0.5
+    """Probability of a left-right mirror that also swaps the hands."""
+    gemma_noise: float = 0.05
+    """Gaussian noise, relative to each clip's feature std."""
+    gemma_frame_dropout: float = 0.1
+    """Probability that a frame's encoder features are zeroed."""
+
+
+def mirror_permutations(part_names, part_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Index maps over K (landmarks) and P (parts) that swap left and right."""
+    names = list(part_names)
+    starts = np.cumsum([0, *part_sizes])[:-1]
+    k_perm = np.arange(int(sum(part_sizes)))
+    p_perm = np.arange(len(names))
+    if "left_hand" in names and "right_hand" in names:
+        li, ri = names.index("left_hand"), names.index("right_hand")
+        p_perm[li], p_perm[ri] = ri, li
+        ls, rs, n = starts[li], starts[ri], part_sizes[li]
+        k_perm[ls : ls + n], k_perm[rs : rs + n] = np.arange(rs, rs + n), np.arange(ls, ls + n)
+    if "pose" in names:
+        ps, n = starts[names.index("pose")], part_sizes[names.index("pose")]
+        for a, b in POSE_MIRROR_PAIRS:
+            if b < n:
+                k_perm[ps + a], k_perm[ps + b] = ps + b, ps + a
+    return k_perm, p_perm
+
+
+class Augmenter:
+    """Applies `AugmentConfig` to a dict of stacked arrays (N, T, ...) returning new arrays."""
+
+    def __init__(self, config: AugmentConfig, part_names=(), part_sizes=()):
+        self.config = config
+        self.part_sizes = tuple(part_sizes)
+        self.k_perm, self.p_perm = mirror_permutations(part_names, part_sizes)
+
+    def __call__(
+        self, arrays: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        arrays = dict(arrays)
+        n, t = next(iter(arrays.values())).shape[:2]
+        rows = np.arange(n)[:, None]
+        time_index = self._time_index(n, t, rng)
+        for name in arrays:
+            arrays[name] = arrays[name][rows, time_index]
+        if "landmarks" in arrays and "landmark_mask" in arrays:
+            arrays["landmarks"], arrays["landmark_mask"] = self._landmarks(
+                arrays["landmarks"], arrays["landmark_mask"], rng
+            )
+        if "gemma" in arrays:
+            arrays["gemma"] = self._gemma(arrays["gemma"], rng)
+        return arrays
+
+    def _time_index(self, n: int, t: int, rng: np.random.Generator) -> np.ndarray:
+        """(N, T) source frame per output frame: frames dropped, then a speed change."""
+        c = self.config
+        keep = rng.random((n, t)) >= c.frame_drop
+        keep[:, [0, -1]] = True
+        out = np.empty((n, t), dtype=np.int64)
+        speed = rng.uniform(1 - c.time_warp, 1 + c.time_warp, size=n)
+        for i in range(n):
+            kept = np.flatnonzero(keep[i])
+            pos = (np.arange(t) - (t - 1) / 2) * speed[i] + (t - 1) / 2
+            pos = np.clip(pos * (len(kept) - 1) / max(t - 1, 1), 0, len(kept) - 1)
+            out[i] = kept[np.rint(pos).astype(np.int64)]
+        return out
+
+    def _landmarks(self, lm: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+        c = self.config
+        n = lm.shape[0]
+        lm = lm.astype(np.float32, copy=True)
+        mask = mask.copy()
+        sizes = np.asarray(self.part_sizes)
+        valid = np.repeat(mask, sizes, axis=-1)[..., None]  # (N, T, K, 1)
+
+        flip = rng.random(n) < c.mirror
+        if flip.any():
+            lm[flip] = lm[flip][:, :, self.k_perm]
+            mask[flip] = mask[flip][:, :, self.p_perm]
+            valid[flip] = valid[flip][:, :, self.k_perm]
+            lm[flip, ..., 0] = np.where(valid[flip, ..., 0], 1.0 - lm[flip, ..., 0], 0.0)
+
+        angle = np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg, n))
+        cos, sin = np.cos(angle), np.sin(angle)
+        sx, sy = rng.uniform(1 - c.scale, 1 + c.scale, (2, n))
+        shift = rng.uniform(-c.shift, c.shift, (n, 2))
+        x, y = lm[..., 0] - 0.5, lm[..., 1] - 0.5
+        b = (slice(None), None, None)  # broadcast per-row values over (T, K)
+        nx = (cos[b] * x - sin[b] * y) * sx[b] + 0.5 + shift[:, 0][b]
+        ny = (sin[b] * x + cos[b] * y) * sy[b] + 0.5 + shift[:, 1][b]
+        lm[..., 0] = np.where(valid[..., 0], nx, 0.0)
+        lm[..., 1] = np.where(valid[..., 0], ny, 0.0)
+        return lm, mask
+
+    def _gemma(self, g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        n, t, d = g.shape
+        dtype = g.dtype
+        g = g.astype(np.float32)
+        if c.gemma_noise > 0:
+            std = g.std(axis=(1, 2), keepdims=True)
+            g += rng.standard_normal((n, t, d), dtype=np.float32) * (c.gemma_noise * std)
+        if c.gemma_frame_dropout > 0:
+            g *= (rng.random((n, t, 1)) >= c.gemma_frame_dropout).astype(np.float32)
+        return g.astype(dtype, copy=False)  # keep the store's (smaller) dtype for transfer

@@ -1,0 +1,119 @@
+"""The worker side of streaming: an IterableDataset that reads, cleans, shuffles and
+augments one window of store rows at a time (see `training.plan` for which windows)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from training.augment import Augmenter
+from training.plan import Window, plan_epoch, rank_windows, rng_for
+
+
+class StoreWindows(IterableDataset):
+    """Yields one dict per window of this rank, round-robin over DataLoader workers.
+
+    Each item: ``window`` (the rank-local window number), ``ids``, ``label`` (int64),
+    one tensor per stream, and ``skipped`` ({video id: reason} for rows dropped because
+    they are unlabeled or hold NaN/inf). Every window yields exactly one item (possibly
+    empty) so the DataLoader's round-robin order stays the window order.
+
+    The store is a picklable FeatureStore that opens its files lazily in the process that
+    reads, so workers never share a parent's HDF5 handle or Zarr event loop.
+    """
+
+    def __init__(
+        self,
+        store,
+        split: str,
+        streams: list[str],
+        *,
+        window_rows: int,
+        seed: int,
+        shuffle: bool,
+        augmenter: Augmenter | None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        self.store, self.split, self.streams = store, split, list(streams)
+        self.window_rows, self.seed, self.shuffle = window_rows, seed, shuffle
+        self.augmenter = augmenter
+        self.rank, self.world_size = rank, world_size
+        self.blocks = store.blocks(split)
+        self.epoch = 0
+        self.start_window, self.start_offset = 0, 0
+
+    def windows(self, epoch: int | None = None) -> list[Window]:
+        """This rank's windows for an epoch, in delivery order."""
+        epoch = self.epoch if epoch is None else epoch
+        plan = plan_epoch(self.blocks, self.window_rows, self.seed, epoch, self.shuffle)
+        return rank_windows(plan, self.rank, self.world_size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for j, window in enumerate(self.windows()):
+            # Count workers from the resume point so window start_window goes to worker 0,
+            # which the DataLoader asks first.
+            if j < self.start_window or (j - self.start_window) % num_workers != worker:
+                continue
+            skip = self.start_offset if j == self.start_window else 0
+            yield self.load(window, j, skip)
+
+    def load(self, window: Window, local_index: int, skip: int = 0) -> dict:
+        """Read a window's rows, drop unusable rows, shuffle, augment, skip `skip` rows."""
+        ids, labels, arrays = self._read(window)
+        keep, skipped = self._usable(ids, labels, arrays)
+        order = keep[self._permutation(window, len(keep))]
+        ids = [ids[i] for i in order]
+        labels = labels[order]
+        arrays = {s: a[order] for s, a in arrays.items()}
+        if self.augmenter is not None and len(ids):
+            arrays = self.augmenter(arrays, rng_for(self.seed, self.epoch, 2, window.index))
+        item = {s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()}
+        item.update(
+            window=local_index,
+            ids=ids[skip:],
+            label=torch.from_numpy(labels[skip:]),
+            skipped=skipped,
+        )
+        return item
+
+    def _read(self, window: Window) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+        """One contiguous read per piece and stream."""
+        parts = []
+        for piece in window.pieces:
+            b = piece.block
+            sub = dataclasses.replace(
+                b,
+                offsets=b.offsets[piece.start : piece.stop],
+                video_ids=b.video_ids[piece.start : piece.stop],
+            )
+            parts.append(self.store.read_block(sub, self.streams))
+        ids = [v for p in parts for v in p.ids]
+        labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
+        arrays = {s: np.concatenate([p.arrays[s] for p in parts]) for s in self.streams}
+        return ids, labels, arrays
+
+    @staticmethod
+    def _usable(ids, labels, arrays) -> tuple[np.ndarray, dict[str, str]]:
+        """Indices of rows fit to train on, and why the others are not."""
+        ok = labels >= 0
+        skipped = {ids[i]: "unlabeled (label -1)" for i in np.flatnonzero(~ok)}
+        for name, a in arrays.items():
+            if a.dtype.kind != "f":
+                continue
+            finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+            for i in np.flatnonzero(ok & ~finite):
+                skipped[ids[i]] = f"non-finite values (NaN/inf) in {name!r}"
+            ok &= finite
+        return np.flatnonzero(ok), skipped
+
+    def _permutation(self, window: Window, n: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(n)
+        return rng_for(self.seed, self.epoch, 1, window.index).permutation(n)

@@ -1,0 +1,199 @@
+"""The main-process side of streaming: a DataLoader over `StoreWindows`, re-cut into
+fixed-size batches, with a small state dict for mid-epoch resume."""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+
+import torch
+from torch.utils.data import DataLoader
+
+from training.augment import Augmenter
+from training.dataset import StoreWindows
+from training.plan import plan_epoch, rank_windows
+
+#: Modules the forkserver imports once, so each worker starts with a fork, not an import.
+_PRELOAD = ["torch", "numpy", "zarr", "h5py", "featurestore", "training.dataset"]
+
+
+class StoreLoader:
+    """Batches of one split for one DDP rank: dicts with ``ids``, ``label`` and a tensor
+    per stream (store dtypes, on the CPU).
+
+    The order depends on (seed, epoch, world size), not on `num_workers`. Workers start
+    with `mp_context` (default forkserver: no parent threads or file handles are
+    inherited, and preloaded imports keep start-up quick).
+    """
+
+    def __init__(
+        self,
+        store,
+        split: str,
+        batch_size: int,
+        *,
+        streams: list[str] | None = None,
+        window_rows: int = 512,
+        seed: int = 0,
+        shuffle: bool = True,
+        augmenter: Augmenter | None = None,
+        num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        mp_context: str | None = "forkserver",
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        streams = list(store.schema.streams) if streams is None else list(streams)
+        self.dataset = StoreWindows(
+            store,
+            split,
+            streams,
+            window_rows=window_rows,
+            seed=seed,
+            shuffle=shuffle,
+            augmenter=augmenter,
+            rank=rank,
+            world_size=world_size,
+        )
+        self.split, self.batch_size, self.streams = split, batch_size, streams
+        self.num_workers, self.pin_memory, self.prefetch_factor = (
+            num_workers,
+            pin_memory,
+            prefetch_factor,
+        )
+        self.mp_context = mp_context if num_workers > 0 else None
+        if self.mp_context == "forkserver":
+            multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+        self.epoch = 0
+        self._window, self._offset = 0, 0
+        self.skipped: dict[str, str] = {}
+        """Rows dropped this epoch (id -> reason), as reported by the workers."""
+
+    # -- sizes -------------------------------------------------------------------------
+    def rank_rows(self, rank: int | None = None) -> int:
+        """Rows planned for a rank this epoch (before unusable rows are dropped)."""
+        d = self.dataset
+        plan = plan_epoch(d.blocks, d.window_rows, d.seed, self.epoch, d.shuffle)
+        return sum(
+            len(w) for w in rank_windows(plan, d.rank if rank is None else rank, d.world_size)
+        )
+
+    def __len__(self) -> int:
+        """Batches this rank yields in a full epoch (at most; fewer if rows are dropped)."""
+        return -(-self.rank_rows() // self.batch_size)
+
+    def steps_per_epoch(self) -> int:
+        """The most batches any rank yields: every rank steps this many times (DDP lockstep)."""
+        world = self.dataset.world_size
+        return max(-(-self.rank_rows(r) // self.batch_size) for r in range(world))
+
+    # -- resume ------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._window, self._offset = epoch, 0, 0
+
+    def state_dict(self) -> dict:
+        """Where the consumer is: the next row to yield is row `offset` of window `window`."""
+        return {
+            "epoch": self.epoch,
+            "window": self._window,
+            "offset": self._offset,
+            "seed": self.dataset.seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.dataset.seed) != self.dataset.seed:
+            warnings.warn(
+                "resuming a loader with another seed: the epoch's order changes", stacklevel=2
+            )
+        self.epoch, self._window, self._offset = (
+            int(state["epoch"]),
+            int(state["window"]),
+            int(state["offset"]),
+        )
+
+    # -- iteration ---------------------------------------------------------------------
+    def _dataloader(self) -> DataLoader:
+        self.dataset.epoch = self.epoch
+        self.dataset.start_window, self.dataset.start_offset = self._window, self._offset
+        kwargs = {}
+        if self.num_workers > 0:
+            kwargs = {
+                "multiprocessing_context": self.mp_context,
+                "prefetch_factor": self.prefetch_factor,
+            }
+        return DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # Its own generator: creating an iterator must not draw from the global RNG,
+            # or a resumed run's dropout would differ from an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.dataset.seed),
+            **kwargs,
+        )
+
+    def __iter__(self):
+        if self._window == 0 and self._offset == 0:
+            self.skipped = {}
+        pending: list[dict] = []  # windows not yet fully handed out, oldest first
+        count = 0
+        for item in self._dataloader():
+            if item["skipped"]:
+                self.skipped.update(item["skipped"])
+            if not item["ids"]:
+                self._advance_past(item["window"])
+                continue
+            # Rows of the resume window before this item were consumed before the restart.
+            item["base"] = (
+                self.dataset.start_offset if item["window"] == self.dataset.start_window else 0
+            )
+            pending.append(item)
+            count += len(item["ids"])
+            while count >= self.batch_size:
+                batch, pending = self._take(pending, self.batch_size)
+                count -= self.batch_size
+                yield batch
+        if count:
+            yield self._take(pending, count)[0]
+        self._window, self._offset = 0, 0  # a finished epoch restarts from its beginning
+
+    def _advance_past(self, window: int) -> None:
+        if window >= self._window:
+            self._window, self._offset = window + 1, 0
+
+    def _take(self, pending: list[dict], n: int) -> tuple[dict, list[dict]]:
+        """The first n rows of the pending windows as one batch; records the position."""
+        parts, rest = [], []
+        for item in pending:
+            size = len(item["ids"])
+            if n >= size:
+                parts.append(item)
+                n -= size
+                self._advance_past(item["window"])
+            elif n > 0:
+                parts.append(_rows(item, 0, n))
+                rest.append(_rows(item, n, size))
+                self._window, self._offset = item["window"], item["base"] + n
+                n = 0
+            else:
+                rest.append(item)
+        batch = {"ids": [i for p in parts for i in p["ids"]]}
+        for key in ["label", *self.streams]:
+            batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
+        return batch, rest
+
+
+_PER_ROW = ("ids", "label")
+
+
+def _rows(item: dict, lo: int, hi: int) -> dict:
+    """Rows lo:hi of a window item; `base` counts the window's rows before them."""
+    out = {
+        k: v[lo:hi] if k in _PER_ROW or isinstance(v, torch.Tensor) else v for k, v in item.items()
+    }
+    out["base"] = item["base"] + lo
+    return out
