@@ -1,1 +1,52 @@
-"""Feature extraction: decode clips, run the frozen encoders, bulk-populate a store."""
+"""Feature extraction: decode clips, run the frozen encoders, bulk-populate a store.
+
+Names load on first use (PEP 562), so ``featurestore`` commands that never extract do
+not pay for importing torch, transformers and MediaPipe.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "ClipExtractor": "clip",
+    "stream_specs": "clip",
+    "Clip": "decode",
+    "DecodeError": "decode",
+    "count_frames": "decode",
+    "decode_clip": "decode",
+    "DEFAULT_ENCODER": "defaults",
+    "POOLINGS": "defaults",
+    "PRESETS": "encoder",
+    "EncoderError": "encoder",
+    "GemmaEncoder": "encoder",
+    "load_encoder": "encoder",
+    "FACE_SUBSET": "landmarks",
+    "LandmarkExtractor": "landmarks",
+    "LandmarkPool": "landmarks",
+    "landmark_layout": "landmarks",
+    "Entry": "manifest",
+    "ManifestError": "manifest",
+    "assign_labels": "manifest",
+    "read_manifest": "manifest",
+    "read_wlasl": "manifest",
+    "scan_videos": "manifest",
+    "PopulateSummary": "populate",
+    "populate": "populate",
+    "resolve_range": "sampling",
+    "sample_indices": "sampling",
+    "synthesize": "synth",
+    "write_video": "synth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

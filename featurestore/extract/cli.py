@@ -1,0 +1,164 @@
+"""``featurestore synth`` and ``featurestore populate``, registered on the main CLI.
+
+The seed's flag spellings (``--model_name``, ``--num_frames``, ``--use_flash_attention``,
+``--data_dir``, ``--skip_existing``) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .defaults import DEFAULT_ENCODER, POOLINGS
+
+__all__ = ["add_subcommands"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 96x96, got {text!r}") from None
+    return width, height
+
+
+def _synth(args) -> int:
+    from .synth import synthesize
+
+    manifest = synthesize(
+        args.out_dir,
+        classes=args.classes,
+        per_class=args.per_class,
+        seed=args.seed,
+        frames=args.frames,
+        size=args.size,
+    )
+    print(f"wrote {args.classes * args.per_class} clips and {manifest}")
+    return 0
+
+
+def _entries(args):
+    from .manifest import read_manifest, read_wlasl, scan_videos
+
+    if args.wlasl:
+        return read_wlasl(args.wlasl, args.subset)
+    if args.subset:
+        raise ValueError("--subset only applies to --wlasl")
+    if args.manifest:
+        return read_manifest(args.manifest), None
+    return scan_videos(args.videos), None
+
+
+def _interrupt_on_sigterm() -> None:
+    """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _populate(args) -> int:
+    from .populate import populate
+
+    logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
+    _interrupt_on_sigterm()
+    entries, labels = _entries(args)
+    summary = populate(
+        args.store,
+        entries,
+        encoder=None if args.no_encoder else args.encoder,
+        num_frames=args.num_frames,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        landmarks=not args.no_landmarks,
+        progress=not args.quiet,
+        labels=labels,
+        face=args.face,
+        pooling=args.pooling,
+        flash_attention=args.flash_attention,
+        revision=args.revision,
+        commit_every=args.commit_every,
+        storage_options=getattr(args, "storage_options", None) or None,
+    )
+    print(summary.format(), file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=1))
+    return 130 if summary.interrupted else 0
+
+
+def add_subcommands(sub) -> None:
+    """Register ``synth`` and ``populate`` on the ``featurestore`` subparsers."""
+    p = sub.add_parser("synth", help="write synthetic sign-like clips and a manifest")
+    p.add_argument("out_dir")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=24, help="frames per clip")
+    p.add_argument("--size", type=_size, default=(96, 96), help="WxH, even (default 96x96)")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser(
+        "populate",
+        help="extract Gemma features and landmarks of many videos into a store",
+        description="Bulk-populate a store. Videos already in it are skipped, so rerunning "
+        "after an interruption does only the rest.",
+    )
+    p.add_argument(
+        "--store", required=True, help="store URL (x.zarr, x.h5, s3://..., memory://...)"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", metavar="DIR", help="a folder of videos (DIR/gloss/*.mp4 labeled)")
+    src.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="CSV/JSONL: video_id,path,gloss,split[,start_frame,end_frame]",
+    )
+    src.add_argument("--wlasl", "--data-dir", "--data_dir", metavar="DIR", help="a WLASL download")
+    p.add_argument("--subset", help="WLASL subset file, e.g. nslt_100.json")
+    p.add_argument(
+        "--encoder",
+        "--model-name",
+        "--model_name",
+        default=DEFAULT_ENCODER,
+        help=f"Hugging Face id, local folder, tiny-random or gemma-3-4b-random (default {DEFAULT_ENCODER})",
+    )
+    p.add_argument(
+        "--revision", help="model revision (branch, tag or commit) for a Hugging Face id"
+    )
+    p.add_argument("--num-frames", "--num_frames", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--batch-size", "--batch_size", type=int, default=64, help="frames per encoder forward"
+    )
+    p.add_argument("--workers", type=int, help="landmark processes (default: CPU count)")
+    p.add_argument("--overwrite", action="store_true", help="redo videos already in the store")
+    p.add_argument(
+        "--skip-existing",
+        "--skip_existing",
+        action="store_true",
+        help="the default; accepted for the seed's scripts",
+    )
+    p.add_argument("--limit", type=int, help="only the first N entries")
+    p.add_argument("--no-landmarks", action="store_true", help="encoder features only")
+    p.add_argument("--no-encoder", action="store_true", help="landmarks only")
+    p.add_argument("--face", action="store_true", help="add a face subset to the landmarks")
+    p.add_argument("--pooling", choices=POOLINGS, default="mean_soft_tokens")
+    p.add_argument(
+        "--flash-attention",
+        "--use-flash-attention",
+        "--use_flash_attention",
+        action="store_true",
+        help="flash_attention_2 when installed (CUDA), else SDPA",
+    )
+    p.add_argument("--commit-every", type=int, help="commit every N videos (default: every block)")
+    p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_populate)

@@ -1,0 +1,136 @@
+"""One clip in, the store's streams out: decode, landmarks and encoder for single videos.
+
+The server uses it for uploaded videos; ``for_store`` rebuilds exactly the extraction a
+store was populated with (same encoder fingerprint, T, landmark layout) or refuses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..schema import StoreSchema, StreamSpec
+from .decode import Clip, decode_clip
+from .encoder import GemmaEncoder, load_encoder
+from .landmarks import LandmarkExtractor, landmark_layout
+
+__all__ = ["ClipExtractor", "stream_specs"]
+
+
+def stream_specs(
+    num_frames: int,
+    feature_dim: int | None,
+    layout: dict | None,
+    gemma_dtype: str = "float16",
+) -> dict[str, StreamSpec]:
+    """The store streams that an extraction produces (encoder and landmarks each optional)."""
+    streams = {}
+    if feature_dim is not None:
+        streams["gemma"] = StreamSpec((num_frames, feature_dim), gemma_dtype)
+    if layout is not None:
+        streams["landmarks"] = StreamSpec((num_frames, sum(layout["sizes"]), 3), "float32")
+        streams["landmark_mask"] = StreamSpec((num_frames, len(layout["parts"])), "bool")
+    if not streams:
+        raise ValueError("nothing to extract: both the encoder and landmarks are off")
+    return streams
+
+
+class ClipExtractor:
+    """Decode a clip and run the frozen encoder and/or Holistic on its T frames."""
+
+    def __init__(
+        self,
+        encoder: str | GemmaEncoder | None = "tiny-random",
+        num_frames: int = 16,
+        device: str = "cpu",
+        landmarks: bool = True,
+        *,
+        face: bool = False,
+        pooling: str = "mean_soft_tokens",
+        flash_attention: bool = False,
+        batch_size: int = 64,
+        dtype: str | None = None,
+        revision: str | None = None,
+        gemma_dtype: str = "float16",
+    ):
+        if isinstance(encoder, str):
+            encoder = load_encoder(
+                encoder,
+                device=device,
+                pooling=pooling,
+                flash_attention=flash_attention,
+                batch_size=batch_size,
+                dtype=dtype,
+                revision=revision,
+            )
+        self.encoder = encoder
+        self.num_frames = int(num_frames)
+        self.layout = landmark_layout(face) if landmarks else None
+        self._face = face
+        self._landmarks: LandmarkExtractor | None = None
+        self.streams = stream_specs(
+            self.num_frames,
+            None if encoder is None else encoder.feature_dim,
+            self.layout,
+            gemma_dtype,
+        )
+
+    @property
+    def fingerprint(self) -> dict:
+        """The encoder fingerprint a store records ({} when the encoder is off)."""
+        return {} if self.encoder is None else dict(self.encoder.fingerprint)
+
+    def schema(self, labels: dict[int, str] | None = None) -> StoreSchema:
+        return StoreSchema(
+            num_frames=self.num_frames,
+            streams=self.streams,
+            encoder=self.fingerprint,
+            landmark_layout=self.layout or {},
+            labels=labels or {},
+        )
+
+    @classmethod
+    def for_store(cls, store, device: str = "cpu", batch_size: int = 64) -> ClipExtractor:
+        """The extractor that produced ``store``'s features; SchemaMismatchError if it cannot."""
+        schema = store.schema
+        enc = schema.encoder or {}
+        has_gemma = "gemma" in schema.streams
+        extractor = cls(
+            encoder=enc.get("model_id") if has_gemma else None,
+            num_frames=schema.num_frames,
+            device=device,
+            landmarks="landmarks" in schema.streams,
+            face="face" in (schema.landmark_layout or {}).get("parts", []),
+            pooling=enc.get("pooling", "mean_soft_tokens"),
+            batch_size=batch_size,
+            dtype=enc.get("dtype"),
+            revision=enc.get("revision"),
+            gemma_dtype=schema.streams["gemma"].dtype if has_gemma else "float16",
+        )
+        store.check_compatible(
+            encoder=extractor.fingerprint,
+            num_frames=extractor.num_frames,
+            streams=extractor.streams,
+        )
+        return extractor
+
+    def extract(self, path: str | Path, frame_start: int = 1, frame_end: int = -1) -> dict:
+        """Stream arrays of one clip, keyed by stream name. Raises DecodeError for bad clips."""
+        return self.extract_clip(decode_clip(path, self.num_frames, frame_start, frame_end))
+
+    def extract_clip(self, clip: Clip) -> dict[str, np.ndarray]:
+        out = {}
+        if self.encoder is not None:
+            features = self.encoder.encode(clip.frames)
+            out["gemma"] = features.astype(self.streams["gemma"].dtype)
+        if self.layout is not None:
+            if self._landmarks is None:
+                self._landmarks = LandmarkExtractor(face=self._face)
+            out["landmarks"], out["landmark_mask"] = self._landmarks.extract(clip.frames)
+        return out
+
+    def close(self) -> None:
+        if self._landmarks is not None:
+            self._landmarks.close()
+            self._landmarks = None

@@ -1,0 +1,136 @@
+"""Decode a clip once with PyAV and keep only the T sampled frames, upright, as RGB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .sampling import resolve_range, sample_indices
+
+__all__ = ["Clip", "DecodeError", "decode_clip", "count_frames"]
+
+
+class DecodeError(ValueError):
+    """A clip that cannot be read: missing, empty, not a video, or without decodable frames.
+
+    ``reason`` is a short category for summaries: ``missing``, ``empty``, ``not_video``,
+    ``no_frames`` or ``bad_range``; the message names the file.
+    """
+
+    def __init__(self, path: str | Path, reason: str, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):  # picklable across processes despite the 3-argument constructor
+        return (type(self), (self.path, self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class Clip:
+    """T frames sampled from one clip."""
+
+    frames: np.ndarray
+    """uint8 (T, H, W, 3) RGB, already rotated as the container's display matrix asks."""
+    num_real_frames: int
+    """How many of the T frames are distinct real frames (the rest repeat the last one)."""
+    total_frames: int
+    """Frames in the whole clip."""
+    frame_start: int
+    """Effective first frame of the sampled range (1-indexed, inclusive)."""
+    frame_end: int
+    """Effective last frame of the sampled range (1-indexed, inclusive; clamped to the clip)."""
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise DecodeError(path, "missing", "file not found")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty", "empty file (0 bytes)")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(path, "not_video", f"not a readable video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError(path, "not_video", "no video stream")
+    return container
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames in the clip, counted from its packets (cheap: demuxing does not decode).
+
+    Container metadata (``stream.frames``) is absent in WebM and wrong in some files, so
+    the packet count is the number sampling relies on.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return sum(1 for packet in container.demux(stream) if packet.size)
+        except av.FFmpegError as exc:
+            raise DecodeError(path, "not_video", f"unreadable packets ({exc})") from None
+
+
+def _upright(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    kw = {} if size is None else {"width": size[0], "height": size[1]}
+    rgb = frame.to_ndarray(format="rgb24", **kw)
+    quarter_turns = round((frame.rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def _decode_indices(path: Path, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the clip front to back, converting only the wanted frames; also count frames."""
+    keep = set(int(i) for i in wanted)
+    last = max(keep)
+    kept: dict[int, np.ndarray] = {}
+    size = None
+    decoded = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                if decoded in keep:
+                    if size is None:  # later frames follow the first one's size
+                        size = (frame.width, frame.height)
+                    kept[decoded] = _upright(frame, size)
+                decoded += 1
+                if decoded > last:
+                    break
+        except av.FFmpegError:
+            pass  # a damaged tail: keep what decoded, the caller re-samples if short
+    return kept, decoded
+
+
+def decode_clip(
+    path: str | Path, num_frames: int = 16, frame_start: int = 1, frame_end: int = -1
+) -> Clip:
+    """Sample ``num_frames`` frames uniformly inside the WLASL range of one clip.
+
+    One decoding pass: the frame count comes from demuxing (no decoding), then frames are
+    decoded in order and only the sampled ones converted to RGB. Only when a damaged file
+    decodes fewer frames than it has packets is it decoded a second time, re-sampled over
+    the frames that really decode.
+    """
+    path = Path(path)
+    total = count_frames(path)
+    if total == 0:
+        raise DecodeError(path, "no_frames", "no video frames")
+    for _ in range(2):
+        try:
+            idx, real = sample_indices(total, num_frames, frame_start, frame_end)
+        except ValueError as exc:
+            raise DecodeError(path, "bad_range", str(exc)) from None
+        kept, decoded = _decode_indices(path, idx)
+        if len(kept) == len(set(idx.tolist())):
+            start, end = resolve_range(total, frame_start, frame_end)
+            frames = np.stack([kept[int(i)] for i in idx])
+            return Clip(frames, real, total, start, end)
+        if decoded == 0:
+            break
+        total = decoded
+    raise DecodeError(path, "no_frames", "no decodable frames")

@@ -1,0 +1,424 @@
+"""Frozen Gemma 3 image features: the vision tower and multimodal projector, nothing else.
+
+The language model never runs, so it is never built: for a Hugging Face id or a local
+folder only the vision tower and projector weights are read from the safetensors shards.
+Presets with random weights (``tiny-random`` for tests and CI, ``gemma-3-4b-random`` for
+measuring speed at gemma-3-4b's real sizes) are built offline from a small config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .defaults import DEFAULT_ENCODER, POOLINGS
+
+__all__ = [
+    "GemmaEncoder",
+    "EncoderError",
+    "load_encoder",
+    "PRESETS",
+    "POOLINGS",
+    "DEFAULT_ENCODER",
+    "preset_config",
+]
+
+log = logging.getLogger(__name__)
+
+_SEED = 20250301
+
+PRESETS: dict[str, dict] = {
+    "tiny-random": {
+        "vision": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=8,
+        ),
+        "text_hidden": 48,
+        "mm_tokens_per_image": 4,
+    },
+    "gemma-3-4b-random": {  # SigLIP so400m as in gemma-3-4b: 896 px, patch 14, 256 soft tokens
+        "vision": dict(
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=27,
+            num_attention_heads=16,
+            image_size=896,
+            patch_size=14,
+        ),
+        "text_hidden": 2560,
+        "mm_tokens_per_image": 256,
+    },
+}
+
+
+class EncoderError(ValueError):
+    """An encoder that cannot be loaded: unknown id, not a Gemma 3 model, missing weights."""
+
+
+def preset_config(name: str):
+    """The Gemma3Config of a random-weight preset (the text model is a stub: it never runs)."""
+    from transformers import Gemma3Config
+
+    preset = PRESETS[name]
+    text = dict(
+        hidden_size=preset["text_hidden"],
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=256,
+    )
+    return Gemma3Config(
+        text_config=text,
+        vision_config=dict(preset["vision"], vision_use_head=False),
+        mm_tokens_per_image=preset["mm_tokens_per_image"],
+    )
+
+
+@dataclass(frozen=True)
+class _Preprocess:
+    """Gemma 3's image preprocessing: resize to a square, rescale, normalise."""
+
+    image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    rescale: float = 1 / 255
+
+
+class GemmaEncoder:
+    """Frozen image encoder: uint8 RGB frames in, one pooled feature vector per frame out."""
+
+    def __init__(
+        self,
+        vision_tower: torch.nn.Module,
+        projector: torch.nn.Module | None,
+        preprocess: _Preprocess,
+        fingerprint: dict,
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int = 64,
+    ):
+        self.vision_tower = vision_tower.eval().requires_grad_(False)
+        self.projector = None if projector is None else projector.eval().requires_grad_(False)
+        self.preprocess_spec = preprocess
+        self.fingerprint = fingerprint
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.forward_calls = 0
+        """Forward passes run so far (tests use it to show that committed videos are not redone)."""
+        p = preprocess
+        self._mean = torch.tensor(p.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(p.std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.fingerprint["feature_dim"])
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess_spec.image_size
+
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised (N, 3, S, S) on the encoder's device and dtype."""
+        x = torch.as_tensor(frames).to(self.device, non_blocking=True)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected frames (N, H, W, 3), got {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2).float()
+        size = self.preprocess_spec.image_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        x = x * self.preprocess_spec.rescale
+        return ((x - self._mean) / self._std).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Preprocessed (N, 3, S, S) -> float32 (N, D), in forward passes of ``batch_size``."""
+        out = []
+        for chunk in torch.split(pixels, self.batch_size):
+            self.forward_calls += 1
+            hidden = self.vision_tower(pixel_values=chunk).last_hidden_state
+            if self.projector is not None:
+                hidden = self.projector(hidden)
+            out.append(hidden.float().mean(dim=1).cpu())
+        return torch.cat(out).numpy()
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 RGB frames (N, H, W, 3) -> float32 features (N, D)."""
+        return self.encode_pixels(self.preprocess(frames))
+
+    def encode_videos(self, videos: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Frames of several videos (each (T, H, W, 3), sizes may differ) batched together."""
+        if not videos:
+            return []
+        pixels = torch.cat([self.preprocess(v) for v in videos])
+        features = self.encode_pixels(pixels)
+        bounds = np.cumsum([len(v) for v in videos])[:-1]
+        return np.split(features, bounds)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _dtype_from_name(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if name is None:
+        return _default_dtype(device)
+    if isinstance(name, torch.dtype):
+        return name
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise EncoderError(f"unknown dtype {name!r}: use one of {sorted(table)}")
+    return table[name]
+
+
+def _attn_implementation(flash_attention: bool, device: torch.device) -> str:
+    if not flash_attention:
+        return "sdpa"
+    from transformers.utils import is_flash_attn_2_available
+
+    if device.type == "cuda" and is_flash_attn_2_available():
+        return "flash_attention_2"
+    why = "needs a CUDA device" if device.type != "cuda" else "flash-attn is not installed"
+    log.warning("--flash-attention: flash_attention_2 %s; using PyTorch SDPA attention", why)
+    return "sdpa"
+
+
+def _weights_sha256(modules: dict[str, torch.nn.Module]) -> str:
+    """Hash of the weights as loaded (before any cast), so it names the weights, not the device."""
+    digest = hashlib.sha256()
+    for prefix, module in modules.items():
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{prefix}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _seeded_init(modules: dict[str, torch.nn.Module], seed: int) -> None:
+    """Deterministic random weights from numpy's PCG64, independent of transformers' init code.
+
+    Norm scales start at identity (1 for LayerNorm, 0 for Gemma's ``1 + w`` RMSNorm) so the
+    random network passes signal through instead of collapsing it.
+    """
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for prefix, module in modules.items():
+            for name, param in sorted(module.named_parameters()):
+                full = f"{prefix}.{name}"
+                if "mm_soft_emb_norm" in full:
+                    value = np.zeros(param.shape, np.float32)
+                elif "norm" in name and name.endswith("weight"):
+                    value = np.ones(param.shape, np.float32)
+                elif name.endswith("bias"):
+                    value = np.zeros(param.shape, np.float32)
+                else:
+                    value = rng.standard_normal(param.shape, dtype=np.float32) * 0.02
+                param.copy_(torch.from_numpy(value))
+
+
+def _skip_init():
+    """transformers' own random init is wasted work: weights are loaded or seeded after."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def _build_modules(config, attn: str, pooling: str):
+    from transformers import SiglipVisionModel
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
+
+    with _skip_init():
+        vision = SiglipVisionModel._from_config(
+            config.vision_config, attn_implementation=attn, dtype=torch.float32
+        )
+        projector = Gemma3MultiModalProjector(config) if pooling == "mean_soft_tokens" else None
+    return vision, projector
+
+
+def _modules_dict(vision, projector) -> dict[str, torch.nn.Module]:
+    mods = {"vision_tower": vision}
+    if projector is not None:
+        mods["multi_modal_projector"] = projector
+    return mods
+
+
+def _resolve_file(source: str, filename: str, revision: str | None) -> Path | None:
+    local = Path(source)
+    if local.is_dir():
+        path = local / filename
+        return path if path.is_file() else None
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        source,
+        filename,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return None if path is None else Path(path)
+
+
+def _commit_from_cache_path(path: Path) -> str | None:
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+
+
+def _weight_files(source: str, revision: str | None) -> list[Path]:
+    """Only the shards that hold vision tower or projector tensors."""
+    index = _resolve_file(source, "model.safetensors.index.json", revision)
+    if index is None:
+        single = _resolve_file(source, "model.safetensors", revision)
+        if single is None:
+            raise EncoderError(f"{source}: no model.safetensors or safetensors index found")
+        return [single]
+    weight_map = json.loads(index.read_text())["weight_map"]
+    shards = sorted(
+        {f for k, f in weight_map.items() if "vision_tower." in k or "multi_modal_projector." in k}
+    )
+    files = [_resolve_file(source, shard, revision) for shard in shards]
+    if not shards or any(f is None for f in files):
+        raise EncoderError(f"{source}: vision tower weights missing from its safetensors shards")
+    return files
+
+
+_PREFIX = re.compile(r"^(?:.*?\.)?(vision_tower|multi_modal_projector)\.(.*)$")
+
+
+def _load_weights(files: list[Path], modules: dict[str, torch.nn.Module], source: str) -> None:
+    """Read the needed tensors from safetensors into the modules (strict: nothing missing)."""
+    from safetensors import safe_open
+
+    wanted = {prefix: dict(m.state_dict()) for prefix, m in modules.items()}
+    loaded: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in modules}
+    for file in files:
+        with safe_open(str(file), framework="pt") as fh:
+            for key in fh.keys():
+                match = _PREFIX.match(key)
+                if not match or match.group(1) not in wanted:
+                    continue
+                prefix, name = match.groups()
+                # transformers 4.x nests SigLIP under "vision_model."; 5.x does not
+                for candidate in (name, name.removeprefix("vision_model."), f"vision_model.{name}"):
+                    if candidate in wanted[prefix]:
+                        loaded[prefix][candidate] = fh.get_tensor(key)
+                        break
+    for prefix, module in modules.items():
+        missing = sorted(set(wanted[prefix]) - set(loaded[prefix]))
+        if missing:
+            raise EncoderError(f"{source}: {prefix} weights missing: {missing[:3]}...")
+        module.load_state_dict(loaded[prefix], strict=True, assign=True)
+
+
+def _preprocess_from(source: str, revision: str | None, image_size: int) -> _Preprocess:
+    path = _resolve_file(source, "preprocessor_config.json", revision)
+    if path is None:
+        return _Preprocess(image_size)
+    cfg = json.loads(path.read_text())
+    size = cfg.get("size") or {}
+    return _Preprocess(
+        image_size=int(size.get("height", image_size)),
+        mean=tuple(cfg.get("image_mean", (0.5, 0.5, 0.5))),
+        std=tuple(cfg.get("image_std", (0.5, 0.5, 0.5))),
+        rescale=float(cfg.get("rescale_factor", 1 / 255)),
+    )
+
+
+def _load_config(source: str, revision: str | None):
+    from transformers import AutoConfig, Gemma3Config
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderError(
+            f"unknown encoder {source!r}: not a preset ({', '.join(PRESETS)}), not a local "
+            f"folder, and not a Hugging Face model that could be fetched ({first})"
+        ) from None
+    if not isinstance(config, Gemma3Config):
+        raise EncoderError(
+            f"encoder {source!r} is a {type(config).__name__}, not a Gemma 3 multimodal model"
+        )
+    return config
+
+
+def load_encoder(
+    encoder_id: str = DEFAULT_ENCODER,
+    device: str = "cpu",
+    pooling: str = "mean_soft_tokens",
+    flash_attention: bool = False,
+    batch_size: int = 64,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+) -> GemmaEncoder:
+    """Build the frozen encoder named by a preset, a local folder or a Hugging Face id.
+
+    ``dtype`` defaults to bfloat16 (float16 without bf16 support) on CUDA, float16 on MPS
+    and float32 on CPU. ``pooling``: ``mean_soft_tokens`` averages the projector's soft
+    tokens (feature dim = text hidden size); ``mean_vision_patches`` averages the vision
+    tower's patches before the projector (feature dim = vision hidden size).
+    """
+    if pooling not in POOLINGS:
+        raise EncoderError(f"unknown pooling {pooling!r}: use one of {POOLINGS}")
+    dev = torch.device(device)
+    torch_dtype = _dtype_from_name(dtype, dev)
+    attn = _attn_implementation(flash_attention, dev)
+    if encoder_id in PRESETS:
+        config = preset_config(encoder_id)
+        vision, projector = _build_modules(config, attn, pooling)
+        modules = _modules_dict(vision, projector)
+        _seeded_init(modules, _SEED)
+        preprocess = _Preprocess(config.vision_config.image_size)
+        commit = None
+    else:
+        config = _load_config(encoder_id, revision)
+        config.vision_config.vision_use_head = False
+        vision, projector = _build_modules(config, attn, pooling)
+        modules = _modules_dict(vision, projector)
+        files = _weight_files(encoder_id, revision)
+        _load_weights(files, modules, encoder_id)
+        preprocess = _preprocess_from(encoder_id, revision, config.vision_config.image_size)
+        commit = _commit_from_cache_path(files[0]) or revision
+    feature_dim = (
+        config.text_config.hidden_size
+        if projector is not None
+        else config.vision_config.hidden_size
+    )
+    fingerprint = {
+        "model_id": encoder_id,
+        "revision": commit,
+        "weights_sha256": _weights_sha256(modules),
+        "pooling": pooling,
+        "image_size": preprocess.image_size,
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "feature_dim": int(feature_dim),
+    }
+    for module in modules.values():
+        module.to(device=dev, dtype=torch_dtype)
+    return GemmaEncoder(vision, projector, preprocess, fingerprint, dev, torch_dtype, batch_size)
