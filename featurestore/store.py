@@ -109,6 +109,7 @@ class FeatureStore:
                 self.block_size,
                 self.storage_options,
                 compression=self._meta.get("compression", "none"),
+                chunk_rows=self._meta.get("chunk_rows"),
             )
         return self._backend_obj
 
@@ -124,6 +125,10 @@ class FeatureStore:
         """Re-read metadata and the commit log to see what other writers committed since."""
         self._meta = _read_meta(self._files, self.url)
         self.schema = StoreSchema.from_json(self._meta)
+        self._forget_index()
+
+    def _forget_index(self) -> None:
+        """Drop the loaded index; it is reloaded on next use (writers call this on commit)."""
         self._index_obj = None
         self._blocks_cache.clear()
 
@@ -235,21 +240,33 @@ class FeatureStore:
                 )
         return streams
 
-    def _read(self, segment: str, block: int, start: int, stop: int, stream: str, what: str):
+    def _read(self, segment: str, block: int, start: int, stop: int, streams: list[str], what: str):
         try:
-            return self._backend.read_rows(segment, block, start, stop, stream)
-        except Exception as e:
-            raise CorruptDataError(
-                f"{what}, field {stream!r}: cannot read stored data in segment {segment} "
-                f"block {block} ({type(e).__name__}: {e})"
-            ) from e
+            return self._backend.read_streams(segment, block, start, stop, streams)
+        except Exception:
+            pass  # find which field is unreadable, so the error can name it
+        out = {}
+        for stream in streams:
+            try:
+                out[stream] = self._backend.read_rows(segment, block, start, stop, stream)
+            except Exception as e:
+                raise CorruptDataError(
+                    f"{what}, field {stream!r}: cannot read stored data in segment {segment} "
+                    f"block {block} ({type(e).__name__}: {e})"
+                ) from e
+        return out
 
     def get(self, video_id: str, streams: Iterable[str] | None = None) -> Video:
         e = self.entry(video_id)
-        arrays = {
-            s: self._read(e.segment, e.block, e.offset, e.offset + 1, s, f"video {video_id!r}")[0]
-            for s in self._streams(streams)
-        }
+        rows = self._read(
+            e.segment,
+            e.block,
+            e.offset,
+            e.offset + 1,
+            self._streams(streams),
+            f"video {video_id!r}",
+        )
+        arrays = {s: a[0] for s, a in rows.items()}
         return Video(e.video_id, e.label, e.gloss, e.split, e.source, arrays)
 
     def blocks(self, split: str | None = None) -> list[Block]:
@@ -271,11 +288,9 @@ class FeatureStore:
         lo, hi = min(block.offsets), max(block.offsets) + 1
         take = np.asarray(block.offsets) - lo
         dense = len(take) == hi - lo
-        arrays = {}
-        for s in self._streams(streams):
-            what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
-            rows = self._read(block.segment, block.block, lo, hi, s, what)
-            arrays[s] = rows if dense else rows[take]
+        what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
+        rows = self._read(block.segment, block.block, lo, hi, self._streams(streams), what)
+        arrays = {s: a if dense else a[take] for s, a in rows.items()}
         labels = np.array([self._index.entries[v].label for v in block.video_ids], dtype=np.int64)
         return Batch(list(block.video_ids), labels, arrays)
 
@@ -328,6 +343,7 @@ class FeatureStore:
 
     def writer(self, overwrite: bool = False, block_size: int | None = None) -> Writer:
         self._require_writable()
+        self.refresh()  # know every id committed so far, by any writer
         return Writer(self, overwrite=overwrite, block_size=block_size)
 
     def verify(self, progress: bool = False) -> list[str]:
@@ -404,6 +420,7 @@ def create_store(
     block_size: int = DEFAULT_BLOCK_SIZE,
     compression: str = "none",
     backend: str | None = None,
+    chunk_rows: int | None = None,
 ) -> FeatureStore:
     """Create a store (backend from the URL: ``.h5``/``.hdf5`` -> HDF5, else Zarr) open for writing."""
     url = str(url)
@@ -431,11 +448,12 @@ def create_store(
         "backend": name,
         "block_size": int(block_size),
         "compression": compression,
+        "chunk_rows": chunk_rows,
         "created_by": f"featurestore {__version__}",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **schema.to_json(),
     }
-    BACKENDS[name](url, schema, block_size, storage_options).initialize()
+    BACKENDS[name](url, schema, block_size, storage_options, compression, chunk_rows).initialize()
     files.write(META_KEY, _dump(meta))
     return FeatureStore(url, "r+", storage_options)
 

@@ -142,6 +142,7 @@ class Writer:
             videos = [dict(meta, offset=i) for i, (_, meta) in enumerate(items)]
         record = encode_record(self.segment, self._block, time.time_ns(), videos, self._failures)
         self.store._files.write(commit_key(self.segment, self._block), record)
+        self.store._forget_index()
         self._existing.update(self._buffer)
         self.committed += len(self._buffer)
         self._block += 1

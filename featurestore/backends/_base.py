@@ -39,9 +39,16 @@ class Backend(ABC):
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
         """Rows [start, stop) of a block for one stream, as one contiguous read."""
 
+    def read_streams(
+        self, segment: str, block: int, start: int, stop: int, streams: list[str]
+    ) -> dict[str, np.ndarray]:
+        """Rows [start, stop) for several streams; backends may overlap the reads."""
+        return {s: self.read_rows(segment, block, start, stop, s) for s in streams}
+
     @abstractmethod
     def delete_segment(self, segment: str) -> None:
         """Remove a segment's arrays (compact does this after re-committing its rows)."""
 
     def close(self) -> None:
         """Release open handles (they must not cross a fork)."""
+        return None  # noqa: B027 - optional hook, most backends hold nothing

@@ -24,7 +24,9 @@ _MAX_OPEN = 64
 class HDF5Backend(Backend):
     name = "hdf5"
 
-    def __init__(self, url, schema, block_size, storage_options=None, compression="none"):
+    def __init__(
+        self, url, schema, block_size, storage_options=None, compression="none", chunk_rows=None
+    ):
         if is_remote(url):
             raise ValueError(
                 f"HDF5 stores must be local paths, got {url!r}; use a .zarr store for URLs"
@@ -32,6 +34,7 @@ class HDF5Backend(Backend):
         super().__init__(url, schema, block_size, storage_options)
         self.root = os.path.abspath(local_path(url))
         self.compression = compression
+        self.chunk_rows = min(chunk_rows or 1, block_size)
         self._open: OrderedDict[str, h5py.File] = OrderedDict()
 
     def _block_path(self, segment: str, block: int) -> str:
@@ -51,7 +54,7 @@ class HDF5Backend(Backend):
                 f.create_dataset(
                     name,
                     data=data,
-                    chunks=(1, *data.shape[1:]),
+                    chunks=(min(self.chunk_rows, len(data)), *data.shape[1:]),
                     fletcher32=True,
                     compression="gzip" if self.compression == "zstd" else None,
                 )
