@@ -17,11 +17,12 @@ from .routes import health, info, predict, videos
 from .security import require_api_key
 from .settings import Settings
 from .state import build_state, check_match, open_resources
+from .validation import reject_unknown_query
 
 #: Bodies other than uploads are small JSON.
 JSON_BODY_LIMIT = 1024 * 1024
 #: Room for the multipart framing and the form fields around the file.
-MULTIPART_OVERHEAD = 64 * 1024
+MULTIPART_OVERHEAD = 16 * 1024
 
 DESCRIPTION = """
 Feature lookups and sign predictions over a feature store and a trained checkpoint.
@@ -79,9 +80,11 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(health.router)
-    secured = [Depends(require_api_key)]
-    for router in (info.router, videos.router, predict.router):
-        app.include_router(router, dependencies=secured)
+    # Declared only when a key is set, so the OpenAPI schema says what the server does.
+    secured = [Depends(require_api_key)] if settings.api_key else []
+    checks = [*secured, Depends(reject_unknown_query)]
+    for router in (info.router, videos.router, predict.build_router(settings)):
+        app.include_router(router, dependencies=checks)
 
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(

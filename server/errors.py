@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("server")
 
@@ -23,7 +25,7 @@ def error_responses(*codes: int) -> dict[int, dict]:
     descriptions = {
         401: "Missing or wrong X-API-Key.",
         404: "Unknown video, stream or route.",
-        413: "Upload too large, clip too long, or too many ids.",
+        413: "Request body too large, or clip too long.",
         415: "Not a decodable video.",
         422: "Bad JSON or parameters.",
         503: "Store and model are not loaded yet, or the encoder is unavailable.",
@@ -41,6 +43,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    # Starlette and FastAPI answer 400 for a body they cannot parse (bad encoding, broken
+    # multipart); our contract is 422 for any bad body or parameter.
+    if exc.status_code == 400:
+        return JSONResponse({"detail": f"bad request body: {exc.detail}"}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -48,4 +58,5 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)

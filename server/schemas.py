@@ -54,6 +54,8 @@ class PredictRequest(BaseModel):
     video_ids: list[str] = Field(min_length=1, description="Stored videos to classify.")
     top_k: int = Field(5, ge=1, description="Classes per video (capped at the class count).")
 
+    # The app narrows both fields with its configured limits (server.routes.predict).
+
 
 class ClassProb(BaseModel):
     label: int = Field(examples=[0])

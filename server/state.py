@@ -54,7 +54,7 @@ def check_match(store: FeatureStore, checkpoint: Checkpoint, name: str = "checkp
         ) from exc
 
 
-@dataclass
+@dataclass(repr=False)
 class ServingState:
     """Loaded store and model, and the machinery around them."""
 

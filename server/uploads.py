@@ -56,9 +56,14 @@ def clip_seconds(path: str) -> float:
             declared = container.duration / av.time_base if container.duration else 0.0
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             packets = sum(1 for p in container.demux(stream) if p.size)
-    except av.FFmpegError as exc:
-        raise HTTPException(422, f"not a decodable video: {exc}") from None
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(422, f"not a decodable video: {_reason(exc, path)}") from None
     return max(declared, packets / rate)
+
+
+def _reason(exc: Exception, path: str) -> str:
+    """The error without our temp file's path: the client only needs the reason."""
+    return str(exc).replace(f"'{path}'", "upload").replace(path, "upload")
 
 
 class UploadExtractor:
@@ -116,7 +121,5 @@ class UploadExtractor:
             try:
                 arrays = self._extractor.extract(path)
             except DecodeError as exc:
-                # The message names our temp file; the client only needs the reason.
-                reason = str(exc).replace(path, "upload")
-                raise HTTPException(422, f"not a decodable video: {reason}") from None
+                raise HTTPException(422, f"not a decodable video: {_reason(exc, path)}") from None
         return {name: np.asarray(a)[None] for name, a in arrays.items()}

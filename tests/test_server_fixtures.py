@@ -5,6 +5,8 @@ No tests live here; the test_server_*.py files import these helpers.
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +95,22 @@ def build_checkpoint(path: Path | str, schema: StoreSchema, seed: int = 0, **con
         train_args={"epochs": 0},
         metrics={"val_top1": 0.25},
     )
+
+
+@functools.cache
+def upload_schema(num_frames: int = T) -> StoreSchema:
+    """The schema the tiny-random extractor writes, so the server can extract uploads."""
+    from featurestore.extract import ClipExtractor
+
+    return ClipExtractor("tiny-random", num_frames=num_frames).schema(LABELS)
+
+
+def wait_for_uploads(app, timeout: float = 120) -> str:
+    """Block until the app's background encoder load has finished; its upload status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = app.state.serving.uploads.status
+        if status != "loading":
+            return status
+        time.sleep(0.05)
+    raise TimeoutError("the encoder did not load")

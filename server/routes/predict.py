@@ -1,11 +1,15 @@
-"""Predictions: for stored videos by id, or for an uploaded clip."""
+"""Predictions: for stored videos by id, or for an uploaded clip.
 
-from __future__ import annotations
+The router is built per app: the request schema carries the configured limits (most ids,
+largest top_k), so the OpenAPI document states them and validation enforces them.
+"""
 
+# No `from __future__ import annotations`: FastAPI must see the per-app body model itself.
 import os
 import time
 
 from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, UploadFile
+from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from featurestore import InvalidVideoError, validate_video_id
@@ -13,10 +17,9 @@ from featurestore import InvalidVideoError, validate_video_id
 from ..errors import error_responses
 from ..predictor import PredictJob, Ranked
 from ..schemas import PredictRequest, PredictResponse, VideoPredictResponse
+from ..settings import Settings
 from ..state import ServingState, get_state
 from ..uploads import check_content_type, save_upload
-
-router = APIRouter(tags=["predict"])
 
 EXAMPLES = {
     "two videos": {
@@ -26,12 +29,33 @@ EXAMPLES = {
 }
 
 
-def _check_top_k(state: ServingState, top_k: int) -> None:
-    if top_k > state.settings.max_top_k:
-        raise HTTPException(422, f"top_k must be <= {state.settings.max_top_k}, got {top_k}")
+def request_model(settings: Settings) -> type[PredictRequest]:
+    """PredictRequest with this server's limits in its schema."""
+    return create_model(
+        "PredictRequest",
+        __base__=PredictRequest,
+        video_ids=(
+            list[str],
+            Field(
+                min_length=1,
+                max_length=settings.max_predict_ids,
+                description="Stored videos to classify.",
+            ),
+        ),
+        top_k=(
+            int,
+            Field(
+                5,
+                ge=1,
+                le=settings.max_top_k,
+                description="Classes per video (capped at the class count).",
+            ),
+        ),
+    )
 
 
-def _unknown(state: ServingState, video_ids: list[str]) -> list[str]:
+def unknown_ids(state: ServingState, video_ids: list[str]) -> list[str]:
+    """Ids not in the in-memory index (path-like ids are rejected before any lookup)."""
     out = []
     for vid in video_ids:
         try:
@@ -44,7 +68,7 @@ def _unknown(state: ServingState, video_ids: list[str]) -> list[str]:
     return out
 
 
-def _prediction(video_id: str, ranked: Ranked) -> dict:
+def prediction(video_id: str, ranked: Ranked) -> dict:
     return {
         "video_id": video_id,
         "top_k": [
@@ -54,63 +78,62 @@ def _prediction(video_id: str, ranked: Ranked) -> dict:
     }
 
 
-@router.post(
-    "/v1/predict",
-    response_model=PredictResponse,
-    summary="Classify stored videos",
-    description="Concurrent requests are micro-batched into one model forward; results are "
-    "the same as one request at a time.",
-    responses=error_responses(401, 404, 422, 503),
-)
-async def predict(
-    body: PredictRequest = Body(openapi_examples=EXAMPLES),
-    state: ServingState = Depends(get_state),
-) -> dict:
-    limit = state.settings.max_predict_ids
-    if len(body.video_ids) > limit:
-        raise HTTPException(
-            422, f"at most {limit} video ids per request, got {len(body.video_ids)}"
-        )
-    _check_top_k(state, body.top_k)
-    unknown = _unknown(state, body.video_ids)
-    if unknown:
-        raise HTTPException(404, f"unknown video ids: {unknown[:10]}")
-    ranked = await state.batcher.submit(PredictJob(body.top_k, tuple(body.video_ids)))
-    return {"predictions": [_prediction(v, r) for v, r in zip(body.video_ids, ranked, strict=True)]}
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["predict"])
+    PredictBody = request_model(settings)
 
+    @router.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        summary="Classify stored videos",
+        description="Concurrent requests are micro-batched into one model forward; results "
+        "are the same as one request at a time.",
+        responses=error_responses(401, 404, 413, 422, 503),
+    )
+    async def predict(
+        body: PredictBody = Body(openapi_examples=EXAMPLES),  # type: ignore[valid-type]
+        state: ServingState = Depends(get_state),
+    ) -> dict:
+        unknown = unknown_ids(state, body.video_ids)
+        if unknown:
+            raise HTTPException(404, f"unknown video ids: {unknown[:10]}")
+        ranked = await state.batcher.submit(PredictJob(body.top_k, tuple(body.video_ids)))
+        return {
+            "predictions": [prediction(v, r) for v, r in zip(body.video_ids, ranked, strict=True)]
+        }
 
-@router.post(
-    "/v1/predict/video",
-    response_model=VideoPredictResponse,
-    summary="Classify an uploaded clip",
-    description="Decodes the clip, extracts features with the store's encoder and landmarks, "
-    "and classifies them. Size and clip length are limited (see /v1/info).",
-    responses=error_responses(401, 413, 415, 422, 503),
-)
-async def predict_video(
-    file: UploadFile = File(description="A video clip (mp4, webm, mov...)."),
-    top_k: int = Form(5, ge=1, description="Classes to return."),
-    state: ServingState = Depends(get_state),
-) -> dict:
-    t0 = time.perf_counter()
-    check_content_type(file.content_type)
-    _check_top_k(state, top_k)
-    path = await run_in_threadpool(save_upload, file.file)
-    try:
-        t1 = time.perf_counter()
-        arrays = await state.uploads.extract(path)
-        t2 = time.perf_counter()
-        ranked = await state.batcher.submit(PredictJob(top_k, arrays=arrays))
-        t3 = time.perf_counter()
-    finally:
-        os.unlink(path)
-    name = file.filename or "upload"
-    return {
-        "predictions": [_prediction(name, ranked[0])],
-        "timings": {
-            "upload_ms": (t1 - t0) * 1000,
-            "extract_ms": (t2 - t1) * 1000,
-            "predict_ms": (t3 - t2) * 1000,
-            "total_ms": (t3 - t0) * 1000,
-        },
-    }
+    @router.post(
+        "/v1/predict/video",
+        response_model=VideoPredictResponse,
+        summary="Classify an uploaded clip",
+        description="Decodes the clip, extracts features with the store's encoder and "
+        "landmarks, and classifies them. Size and clip length are limited (see /v1/info).",
+        responses=error_responses(401, 413, 415, 422, 503),
+    )
+    async def predict_video(
+        file: UploadFile = File(description="A video clip (mp4, webm, mov...)."),
+        top_k: int = Form(5, ge=1, le=settings.max_top_k, description="Classes to return."),
+        state: ServingState = Depends(get_state),
+    ) -> dict:
+        t0 = time.perf_counter()
+        check_content_type(file.content_type)
+        path = await run_in_threadpool(save_upload, file.file)
+        try:
+            t1 = time.perf_counter()
+            arrays = await state.uploads.extract(path)
+            t2 = time.perf_counter()
+            ranked = await state.batcher.submit(PredictJob(top_k, arrays=arrays))
+            t3 = time.perf_counter()
+        finally:
+            os.unlink(path)
+        return {
+            "predictions": [prediction(file.filename or "upload", ranked[0])],
+            "timings": {
+                "upload_ms": (t1 - t0) * 1000,
+                "extract_ms": (t2 - t1) * 1000,
+                "predict_ms": (t3 - t2) * 1000,
+                "total_ms": (t3 - t0) * 1000,
+            },
+        }
+
+    return router

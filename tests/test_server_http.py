@@ -1,0 +1,109 @@
+"""The real thing: `asl-serve` started as a process on 127.0.0.1 and queried over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from test_server_fixtures import ENCODER, build_checkpoint, build_store, tiny_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("http")
+    store = build_store(root / "store.zarr", n=12)
+    ckpt = build_checkpoint(root / "model.pt", store.schema)
+    return str(root / "store.zarr"), str(ckpt)
+
+
+def serve(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_port(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """Uvicorn logs the port it bound (we ask for port 0: any free one)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return int(m.group(1))
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(seen))
+
+
+def test_real_uvicorn_serves_over_http(served):
+    store, ckpt = served
+    proc = serve(
+        ["--store", store, "--checkpoint", ckpt, "--port", "0", "--no-upload", "--no-access-log"],
+        env={"ASL_API_KEY": "k3y"},
+    )
+    try:
+        port = wait_for_port(proc)
+        key = {"X-API-Key": "k3y"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/healthz").json() == {"status": "ok"}
+            assert c.get("/readyz").status_code == 200
+            assert c.get("/v1/info").status_code == 401
+            assert c.get("/v1/info", headers=key).json()["store"]["videos"] == 12
+            r = c.get(
+                "/v1/videos/v002/features/gemma", headers={**key, "Accept": "application/x-npy"}
+            )
+            assert np.load(io.BytesIO(r.content)).shape == (4, 8)
+            r = c.post("/v1/predict", json={"video_ids": ["v001", "v002"], "top_k": 2}, headers=key)
+            assert r.status_code == 200
+            assert [len(p["top_k"]) for p in r.json()["predictions"]] == [2, 2]
+            r = c.get("/v1/videos/missing", headers=key)
+            assert r.status_code == 404 and "detail" in r.json()
+            assert "asl_http_requests_total" in c.get("/metrics").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+
+
+def test_cli_refuses_a_mismatched_checkpoint_with_a_clear_message(served, tmp_path):
+    other = {**ENCODER, "model_id": "google/gemma-3-4b-it", "feature_dim": 8}
+    bad = build_checkpoint(tmp_path / "other.pt", tiny_schema(encoder=other))
+    proc = serve(["--store", served[0], "--checkpoint", str(bad), "--port", "0"])
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to serve" in out and "encoder fingerprint" in out
+    assert "gemma-3-4b-it" in out
+    assert "Traceback" not in out
+
+
+def test_cli_rejects_bad_settings(served):
+    proc = serve(["--store", served[0], "--checkpoint", served[1], "--port", "70000"])
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "port" in out and "Traceback" not in out
