@@ -32,7 +32,7 @@ def sample_indices(
 ) -> tuple[np.ndarray, int]:
     """0-based indices of ``num_frames`` frames sampled uniformly in the range, and the real count.
 
-    The first and last frames of the range are always kept. A range shorter than
+    The first and last frames of the range are kept (only the first when T is 1). A range shorter than
     ``num_frames`` keeps every frame and pads by repeating the last one; the second value is
     then the range length (how many of the returned indices are distinct real frames).
     """
