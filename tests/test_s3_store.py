@@ -1,0 +1,103 @@
+"""The store on S3: the conformance suite, concurrent writers and SIGKILL+resume, run
+against a local S3-compatible server (moto) on 127.0.0.1 reached through the standard
+AWS environment variables; explicit ``storage_options`` work as well."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+import test_store_conformance as conformance  # noqa: E402
+from conftest import random_video, small_schema  # noqa: E402
+from s3_server import shared_s3_server  # noqa: E402
+from test_store_concurrency import assert_videos_equal, run_writer  # noqa: E402
+
+from featurestore import create_store, open_store  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+# The whole backend conformance suite again, with ``store_url`` below pointing at S3.
+for _name in dir(conformance):
+    if _name.startswith("test_"):
+        globals()[_name] = getattr(conformance, _name)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    return shared_s3_server()
+
+
+@pytest.fixture
+def aws_env(s3, monkeypatch):
+    """Point every AWS client in this process and its children at the local server."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+@pytest.fixture
+def store_url(aws_env) -> str:
+    return f"s3://{aws_env.make_bucket()}/store.zarr"
+
+
+def test_explicit_storage_options_without_environment(s3, rng, monkeypatch):
+    for key in s3.env:
+        monkeypatch.delenv(key, raising=False)
+    url = f"s3://{s3.make_bucket()}/deep/path/store.zarr"
+    opts = s3.storage_options
+    store = create_store(url, small_schema(), storage_options=opts, block_size=4)
+    data = {f"v{i}": random_video(rng) for i in range(6)}
+    with store.writer() as w:
+        for vid, arrays in data.items():
+            w.put(vid, arrays, label=1, split="train")
+    reader = open_store(url, storage_options=opts)
+    assert reader.ids() == sorted(data)
+    batch = reader.get_many(["v5", "v0"])
+    np.testing.assert_array_equal(batch.arrays["landmarks"][0], data["v5"]["landmarks"])
+    assert [len(b) for b in reader.blocks()] == [4, 2]
+    assert reader.verify() == []
+
+
+@pytest.mark.slow
+def test_three_writer_processes_at_once_on_s3(store_url):
+    create_store(store_url, small_schema(dim=16), block_size=8)
+    procs = [run_writer(store_url, f"p{k}-", k, 40, 16) for k in range(3)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    store = open_store(store_url)
+    assert len(store) == 120
+    for k in range(3):
+        mine = [v for v in store.ids() if v.startswith(f"p{k}-")]
+        assert len(mine) == 40
+        assert_videos_equal(store, f"p{k}-", k, mine, 16)
+    assert store.verify() == []
+    assert open_store(store_url).info()["segments"] == 3
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_then_resume_on_s3(store_url):
+    dim, count = 512, 48
+    create_store(store_url, small_schema(dim=dim), block_size=8)
+    proc = run_writer(store_url, "v", 3, count, dim, start_new_session=True)
+    line = proc.stdout.readline()  # one block committed, more on the way
+    assert line.startswith("committed"), line
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = open_store(store_url)
+    ids = store.ids()
+    assert 8 <= len(ids) < count and len(ids) % 8 == 0  # whole committed blocks only
+    assert store.verify() == []
+    before = {v: (store.entry(v).segment, store.entry(v).block) for v in ids}
+    out, _ = run_writer(store_url, "v", 3, count, dim).communicate(timeout=300)
+    assert "finished" in out
+    store = open_store(store_url)
+    assert len(store) == count and store.verify() == []
+    assert_videos_equal(store, "v", 3, store.ids(), dim)
+    assert {v: (store.entry(v).segment, store.entry(v).block) for v in before} == before
