@@ -60,7 +60,7 @@ class Predictor:
         self.num_classes = checkpoint.config.num_classes
         self.streams = [s for s in MODEL_INPUTS if s in checkpoint.streams]
         self.store = store
-        self.cache = cache or FeatureCache(0)
+        self.cache = cache if cache is not None else FeatureCache(0)
         self.metrics = metrics
         self.device = next(self.model.parameters()).device
         # h5py handles are not safe to share between threads; zarr reads are.

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     api_key: SecretStr | None = Field(None, description="When set, /v1 routes need X-API-Key.")
     device: str = Field("cpu", description="Torch device for the model and the encoder.")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default 1).")
 
     max_predict_ids: int = Field(256, ge=1, description="Most video ids in one predict request.")
     max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
