@@ -80,7 +80,10 @@ class HybridASLModel(nn.Module):
             landmarks = landmarks.to(device)
             if landmark_mask is None:
                 landmark_mask = self._mask_from_coordinates(landmarks)
-            landmark_mask = landmark_mask.to(device=device, dtype=torch.bool)
+            # A padded frame counts as nothing detected, so it cannot move the body frame.
+            landmark_mask = (
+                landmark_mask.to(device=device, dtype=torch.bool) & ~frame_pad[..., None]
+            )
             pad = safe_pad(frame_pad | ~landmark_mask.any(dim=-1))
             landmark = self.landmark_encoder(landmarks, landmark_mask, pad)
         return self.classifier(self.fusion(visual, landmark))

@@ -39,6 +39,9 @@ from training.loader import StoreLoader
 from training.metrics import Tally, append_jsonl, read_jsonl
 from training.plots import plot_history
 
+PLOT_EVERY_S = 60.0
+"""Curves are redrawn at most this often during a run (drawing costs ~0.5 s), and at its end."""
+
 
 @dataclass
 class TrainConfig:
@@ -158,6 +161,7 @@ class Trainer:
         self.global_step, self.epoch, self.epoch_step = 0, 0, 0
         self.best_top1, self.bad_epochs = -1.0, 0
         self.history: list[dict] = []
+        self._last_plot = time.monotonic()
         if self.resume_ckpt:
             self._restore(self.resume_ckpt)
 
@@ -335,6 +339,7 @@ class Trainer:
                 break
         if tb is not None:
             tb.close()
+        self._plot()
         barrier()
         return {
             **last,
@@ -472,7 +477,8 @@ class Trainer:
         self.history.append(record)
         if self.dist.is_main:
             append_jsonl(self.out / "metrics.jsonl", record)
-            plot_history(self.history, self.out)
+            if time.monotonic() - self._last_plot >= PLOT_EVERY_S:
+                self._plot()
             if tb is not None:
                 for k, v in record.items():
                     if isinstance(v, (int, float)) and k not in ("epoch", "step"):
@@ -491,6 +497,11 @@ class Trainer:
             self.save("best.pt", metrics, with_state=False)
         self.save("last.pt", metrics, with_state=True)
         return record
+
+    def _plot(self) -> None:
+        if self.dist.is_main and self.history:
+            plot_history(self.history, self.out)
+            self._last_plot = time.monotonic()
 
     def _tensorboard(self):
         if not self.dist.is_main:

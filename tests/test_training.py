@@ -1,0 +1,287 @@
+"""Training against the store: it learns, writes its outputs, resumes exactly, runs under
+torchrun, and turns bad input into clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_training_fixtures import class_video, make_store
+
+from featurestore import open_store
+from model import load_checkpoint
+from training import DataError, TrainConfig, train
+from training.cli import eval_main, train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(
+    batch_size=16, lr=3e-3, hidden_dim=32, dropout=0.1, workers=0, window_rows=40, progress=False
+)
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    url = tmp_path_factory.mktemp("train") / "ten.zarr"
+    make_store(url, classes=10, per_class={"train": 8, "val": 4, "test": 2})
+    return str(url)
+
+
+def run(store, out, **kw) -> dict:
+    return train(TrainConfig(store=store, out=str(out), **{**FAST, **kw}))
+
+
+def test_reaches_90_percent_val_top1_on_10_classes_and_writes_outputs(store_url, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = run(store_url, out, epochs=10, hidden_dim=64)
+    printed = capsys.readouterr().out
+    assert "trainable parameters" in printed and "samples/s" in printed
+    assert result["best_val_top1"] >= 0.9, result
+    for name in (
+        "best.pt",
+        "last.pt",
+        "label_mapping.json",
+        "metrics.jsonl",
+        "loss.png",
+        "accuracy.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "label_mapping.json").read_text()) == {
+        str(c): f"sign{c}" for c in range(10)
+    }
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(10))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(h["train_samples"] == 80 and h["val_samples"] == 40 for h in history)
+
+    best = load_checkpoint(out / "best.pt")
+    assert (
+        best.labels[3] == "sign3"
+        and best.num_frames == 4
+        and best.encoder["model_id"] == "synthetic-test"
+    )
+    assert best.metrics["val_top1"] == result["best_val_top1"]
+    # asl-eval on the same split reproduces the checkpoint's own validation score
+    assert (
+        eval_main(
+            [
+                "--store",
+                store_url,
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--split",
+                "val",
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["count"] == 40 and report["top1"] == pytest.approx(best.metrics["val_top1"])
+    assert report["top5"] >= report["top1"]
+    assert set(report["per_class"]) == {f"sign{c}" for c in range(10)}
+    assert np.array(report["confusion"]).sum() == 40
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 0
+
+
+def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(store_url, tmp_path):
+    whole = run(store_url, tmp_path / "whole", epochs=2)
+    stopped = run(store_url, tmp_path / "cut", epochs=2, max_steps=3)
+    assert stopped["stopped"] == "max_steps" and stopped["global_step"] == 3
+    state = load_checkpoint(tmp_path / "cut" / "last.pt").state
+    assert (state["global_step"], state["epoch"], state["epoch_step"]) == (3, 0, 3)
+    assert state["loader"]["window"] * 40 + state["loader"]["offset"] == 3 * 16
+
+    resumed = run(store_url, tmp_path / "cut", epochs=2, resume=str(tmp_path / "cut" / "last.pt"))
+    assert resumed["global_step"] == whole["global_step"] == 10
+    assert resumed["val_top1"] == whole["val_top1"]
+    a = load_checkpoint(tmp_path / "whole" / "last.pt").model.state_dict()
+    b = load_checkpoint(tmp_path / "cut" / "last.pt").model.state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "fusion,modalities",
+    [("attention", "both"), ("gated", "both"), ("concat", "landmarks"), ("concat", "visual")],
+)
+def test_every_fusion_and_modality_trains(store_url, tmp_path, fusion, modalities):
+    result = run(store_url, tmp_path, epochs=1, fusion_type=fusion, modalities=modalities)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt.config.fusion_type == fusion and ckpt.config.modalities == modalities
+    expected = {
+        "both": {"gemma", "landmarks", "landmark_mask"},
+        "landmarks": {"landmarks", "landmark_mask"},
+        "visual": {"gemma"},
+    }
+    assert set(ckpt.streams) == expected[modalities]
+    assert np.isfinite(result["train_loss"])
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def cli_error(argv, main=train_main, capsys=None) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_empty_split_is_a_clear_error(store_url, tmp_path, capsys):
+    err = cli_error(
+        ["--store", store_url, "--train-split", "nope", "--out", str(tmp_path)], capsys=capsys
+    )
+    assert "split 'nope'" in err and "empty or missing" in err and "train" in err
+    err = cli_error(
+        ["--store", store_url, "--checkpoint", "x.pt", "--split", "nope"], eval_main, capsys
+    )
+    assert "x.pt" in err
+
+
+def test_store_without_labels_is_a_clear_error(tmp_path):
+    url = tmp_path / "unlabeled.zarr"
+    make_store(url, classes=3, per_class={"train": 2}, labelled=False)
+    with pytest.raises(DataError, match="no labels"):
+        run(str(url), tmp_path / "out", epochs=1)
+
+
+def test_store_without_a_stream_the_modality_needs(tmp_path):
+    url = tmp_path / "lm-only.zarr"
+    make_store(url, classes=3, per_class={"train": 2}, streams=("landmarks", "landmark_mask"))
+    with pytest.raises(DataError, match="--modalities landmarks"):
+        run(str(url), tmp_path / "out", epochs=1)
+    run(str(url), tmp_path / "out", epochs=1, modalities="landmarks")
+
+
+def test_classes_in_val_missing_from_train_are_warned_and_reported(tmp_path, capsys):
+    url = tmp_path / "gap.zarr"
+    store = make_store(url, classes=4, per_class={"train": 2, "val": 1})
+    store.set_labels({4: "only-in-val"})
+    rng = np.random.default_rng(0)
+    with store.writer() as w:
+        w.put(
+            "val-extra",
+            class_video(rng, 1, 4, 16, rng.normal(size=(5, 16))),
+            label=4,
+            gloss="only-in-val",
+            split="val",
+        )
+    run(str(url), tmp_path / "out", epochs=1)
+    assert "only-in-val" in capsys.readouterr().out
+    report = load_checkpoint(tmp_path / "out" / "last.pt").metrics["split_report"]
+    assert report["val_classes_missing_in_train"] == {"4": "only-in-val"}
+
+
+def test_checkpoint_of_another_encoder_is_refused(store_url, tmp_path, capsys):
+    run(store_url, tmp_path / "a", epochs=1)
+    other = tmp_path / "other.zarr"
+    store = make_store(other, classes=10, per_class={"train": 2, "test": 1})
+    assert (
+        store.schema.encoder == open_store(store_url).schema.encoder
+    )  # same fingerprint: accepted
+    assert (
+        eval_main(
+            [
+                "--store",
+                str(other),
+                "--checkpoint",
+                str(tmp_path / "a" / "best.pt"),
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    foreign = tmp_path / "foreign.h5"
+    s = make_store(foreign, classes=10, per_class={"test": 1}, dim=24)
+    assert s.schema.encoder["feature_dim"] == 24
+    err = cli_error(
+        ["--store", str(foreign), "--checkpoint", str(tmp_path / "a" / "best.pt")],
+        eval_main,
+        capsys,
+    )
+    assert "encoder fingerprint" in err and "does not fit" in err
+    err = cli_error(
+        [
+            "--store",
+            str(foreign),
+            "--train-split",
+            "test",
+            "--resume",
+            str(tmp_path / "a" / "last.pt"),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capsys=capsys,
+    )
+    assert "incompatible" in err
+
+
+def test_resume_from_missing_corrupt_or_stateless_checkpoint(store_url, tmp_path, capsys):
+    base = ["--store", store_url, "--out", str(tmp_path / "o"), "--workers", "0", "--no-progress"]
+    err = cli_error([*base, "--resume", str(tmp_path / "missing.pt")], capsys=capsys)
+    assert "missing.pt does not exist" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    err = cli_error([*base, "--resume", str(bad)], capsys=capsys)
+    assert "unreadable" in err
+    run(store_url, tmp_path / "a", epochs=1)
+    err = cli_error([*base, "--resume", str(tmp_path / "a" / "best.pt")], capsys=capsys)
+    assert "no training state" in err
+
+
+# -- DDP and end to end -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_agree_with_one(store_url, tmp_path):
+    args = ["--store", store_url, "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--hidden-dim", "64",
+            "--dropout", "0.1", "--workers", "1", "--window-rows", "20", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, "-m", "training", *args, "--out", str(tmp_path / "one"), "--json", str(tmp_path / "one.json")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "training",
+         *args, "--out", str(tmp_path / "two"), "--json", str(tmp_path / "two.json")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["global_step"] == two["global_step"] == 8 * 5
+    assert two["train_samples"] == one["train_samples"] == 80  # every row, counted over both ranks
+    assert two["val_samples"] == one["val_samples"] == 40
+    assert abs(one["val_top1"] - two["val_top1"]) <= 0.1
+    assert abs(one["val_loss"] - two["val_loss"]) <= 0.25 * one["val_loss"] + 0.05
+    assert one["val_top1"] >= 0.85 and two["val_top1"] >= 0.85
+
+
+@pytest.mark.slow
+def test_end_to_end_on_synthesized_clips_with_tiny_random(tmp_path):
+    extract = pytest.importorskip("featurestore.extract")
+    if not (hasattr(extract, "synthesize") and hasattr(extract, "populate")):
+        pytest.skip("featurestore.extract.synthesize/populate are not available")
+    manifest = extract.synthesize(tmp_path / "clips", classes=10, per_class=8, seed=0)
+    url = str(tmp_path / "synth.zarr")
+    cli = [sys.executable, "-m", "featurestore", "populate", "--store", url, "--manifest", str(manifest),
+           "--encoder", "tiny-random", "--num-frames", "8"]  # fmt: skip
+    done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = open_store(url)
+    assert len(store.labels) == 10
+    val = "val" if store.splits().get("val") else "test"
+    result = run(url, tmp_path / "run", epochs=30, hidden_dim=64, val_split=val, patience=0)
+    assert result["best_val_top1"] >= 0.9, result

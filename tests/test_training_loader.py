@@ -1,0 +1,176 @@
+"""The streaming loader: every row once per epoch across workers and ranks, the same order
+whatever the number of workers, mid-epoch resume, bad rows, and augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_training_fixtures import LAYOUT, make_store
+
+from featurestore import open_store
+from training.augment import AugmentConfig, Augmenter, mirror_permutations
+from training.loader import StoreLoader
+from training.plan import plan_epoch, rank_windows
+
+PARTS, SIZES = LAYOUT["parts"], LAYOUT["sizes"]
+
+
+@pytest.fixture(scope="module", params=["zarr", "h5"])
+def store_url(request, tmp_path_factory):
+    """96 train rows in 6 blocks of 16, on each backend."""
+    url = tmp_path_factory.mktemp("stores") / f"loader.{request.param}"
+    make_store(url, classes=8, per_class={"train": 12, "val": 3}, block_size=16)
+    return str(url)
+
+
+def ids_of(loader) -> list[str]:
+    return [v for batch in loader for v in batch["ids"]]
+
+
+def loader(url, **kw) -> StoreLoader:
+    args = dict(batch_size=5, window_rows=12, seed=7)
+    args.update(kw)
+    return StoreLoader(open_store(url), "train", **args)
+
+
+def test_plan_covers_every_row_once_for_any_world_size(store_url):
+    store = open_store(store_url)
+    blocks = store.blocks("train")
+    for world in (1, 2, 3):
+        windows = plan_epoch(blocks, 10, seed=1, epoch=0)
+        per_rank = [
+            v for r in range(world) for w in rank_windows(windows, r, world) for v in w.video_ids
+        ]
+        assert sorted(per_rank) == store.ids("train")
+    assert all(len(w) == 10 for w in windows[:-1])
+
+
+def test_every_row_exactly_once_across_two_workers_and_two_ranks(store_url):
+    """Real DataLoader worker processes on each backend: no overlap, no loss."""
+    seen = []
+    for rank in range(2):
+        ids = ids_of(loader(store_url, num_workers=2, rank=rank, world_size=2))
+        assert len(ids) == len(set(ids))
+        seen.append(set(ids))
+    assert not seen[0] & seen[1]
+    assert sorted(seen[0] | seen[1]) == open_store(store_url).ids("train")
+
+
+def test_same_order_for_one_and_two_workers(store_url):
+    ref = ids_of(loader(store_url, num_workers=0))
+    assert ids_of(loader(store_url, num_workers=1)) == ref
+    assert ids_of(loader(store_url, num_workers=2)) == ref
+    assert sorted(ref) == open_store(store_url).ids("train")
+
+
+def test_batches_carry_arrays_that_match_the_store(store_url):
+    store = open_store(store_url)
+    batch = next(iter(loader(store_url, batch_size=7)))
+    assert batch["gemma"].shape == (7, 4, 16) and batch["gemma"].dtype == torch.float16
+    assert batch["landmarks"].shape == (7, 4, 75, 3) and batch["landmark_mask"].dtype == torch.bool
+    ref = store.get_many(batch["ids"])
+    np.testing.assert_array_equal(batch["gemma"].numpy(), ref.arrays["gemma"])
+    np.testing.assert_array_equal(batch["label"].numpy(), ref.labels)
+
+
+def test_order_changes_with_seed_and_epoch_and_not_otherwise(store_url):
+    a = loader(store_url)
+    first = ids_of(a)
+    assert ids_of(a) == first, "the same epoch replays identically"
+    a.set_epoch(1)
+    assert ids_of(a) != first
+    assert ids_of(loader(store_url, seed=8)) != first
+    assert ids_of(loader(store_url, shuffle=False)) == [
+        v for b in open_store(store_url).blocks("train") for v in b.video_ids
+    ]
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 7])
+def test_resume_mid_epoch_continues_where_it_stopped(store_url, stop_after):
+    full = loader(store_url, num_workers=0)
+    full.set_epoch(2)
+    ref = ids_of(full)
+    first = loader(store_url)
+    first.set_epoch(2)
+    it = iter(first)
+    done = [v for _ in range(stop_after) for v in next(it)["ids"]]
+    state = first.state_dict()
+    resumed = loader(store_url, num_workers=2)
+    resumed.load_state_dict(state)
+    assert done + ids_of(resumed) == ref
+    assert state["epoch"] == 2
+
+
+def test_len_and_steps_per_epoch_match_what_is_yielded(store_url):
+    for rank in range(3):
+        ld = loader(store_url, rank=rank, world_size=3)
+        batches = list(ld)
+        assert len(batches) == len(ld) <= ld.steps_per_epoch()
+        assert all(len(b["ids"]) == 5 for b in batches[:-1])
+
+
+def test_non_finite_and_unlabeled_rows_are_skipped_and_counted(store_url, monkeypatch):
+    from featurestore import FeatureStore
+
+    original = FeatureStore.read_block
+    poisoned = {}
+
+    def read_block(self, block, streams=None):
+        batch = original(self, block, streams)
+        if not poisoned:
+            poisoned["nan"], poisoned["unlabeled"] = batch.ids[0], batch.ids[1]
+            batch.arrays["gemma"][0, 1, 2] = np.nan
+            batch.labels[1] = -1
+        return batch
+
+    monkeypatch.setattr(FeatureStore, "read_block", read_block)
+    ld = loader(store_url, num_workers=0)
+    ids = ids_of(ld)
+    assert poisoned["nan"] not in ids and poisoned["unlabeled"] not in ids
+    assert len(ids) == len(open_store(store_url).ids("train")) - 2
+    assert "non-finite" in ld.skipped[poisoned["nan"]] and "gemma" in ld.skipped[poisoned["nan"]]
+    assert "unlabeled" in ld.skipped[poisoned["unlabeled"]]
+
+
+def test_augmentation_is_deterministic_per_window_and_keeps_shapes(store_url):
+    aug = Augmenter(AugmentConfig(), PARTS, SIZES)
+    plain = next(iter(loader(store_url, shuffle=False, batch_size=12)))
+    a = next(iter(loader(store_url, shuffle=False, batch_size=12, augmenter=aug)))
+    b = next(iter(loader(store_url, shuffle=False, batch_size=12, augmenter=aug, num_workers=2)))
+    for k in ("gemma", "landmarks", "landmark_mask"):
+        assert a[k].shape == plain[k].shape and a[k].dtype == plain[k].dtype
+        assert torch.equal(a[k], b[k]), f"{k}: worker count changed the augmentation"
+    assert not torch.equal(a["gemma"], plain["gemma"])
+    assert not torch.equal(a["landmarks"], plain["landmarks"])
+
+
+def test_mirror_swaps_hands_and_flips_x():
+    cfg = AugmentConfig(rotate_deg=0, scale=0, shift=0, time_warp=0, frame_drop=0, mirror=1.0)
+    aug = Augmenter(cfg, PARTS, SIZES)
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(0.2, 0.8, (2, 4, 75, 3)).astype(np.float32)
+    mask = np.ones((2, 4, 3), bool)
+    mask[:, :, 1] = False  # only the right hand was seen
+    lm[:, :, 33:54] = 0
+    out = aug({"landmarks": lm, "landmark_mask": mask}, np.random.default_rng(1))
+    assert (out["landmark_mask"][:, :, 1]).all() and not out["landmark_mask"][:, :, 2].any()
+    np.testing.assert_allclose(out["landmarks"][:, :, 33:54, 0], 1 - lm[:, :, 54:75, 0], atol=1e-6)
+    assert (out["landmarks"][:, :, 54:75] == 0).all(), "the missing hand stays missing"
+    np.testing.assert_allclose(out["landmarks"][:, :, 11, 0], 1 - lm[:, :, 12, 0], atol=1e-6)
+    k_perm, p_perm = mirror_permutations(PARTS, SIZES)
+    assert sorted(k_perm) == list(range(75)) and (k_perm[k_perm] == np.arange(75)).all()
+    assert list(p_perm) == [0, 2, 1]
+
+
+def test_augmentation_leaves_missing_points_at_zero():
+    aug = Augmenter(AugmentConfig(mirror=0.5), PARTS, SIZES)
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(0.2, 0.8, (8, 6, 75, 3)).astype(np.float32)
+    mask = rng.random((8, 6, 3)) > 0.3
+    lm[~np.repeat(mask, SIZES, axis=-1)] = 0
+    g = rng.normal(size=(8, 6, 16)).astype(np.float16)
+    out = aug({"gemma": g, "landmarks": lm, "landmark_mask": mask}, np.random.default_rng(2))
+    missing = ~np.repeat(out["landmark_mask"], SIZES, axis=-1)
+    assert (out["landmarks"][missing] == 0).all()
+    assert out["gemma"].dtype == np.float16 and np.isfinite(out["gemma"]).all()
