@@ -53,41 +53,40 @@ def _entries(args):
     return scan_videos(args.videos), None
 
 
-def _interrupt_on_sigterm() -> None:
+def _on_sigterm(signum, frame):
     """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+    raise KeyboardInterrupt
 
 
 def _populate(args) -> int:
     from .populate import populate
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
-    _interrupt_on_sigterm()
     entries, labels = _entries(args)
-    summary = populate(
-        args.store,
-        entries,
-        encoder=None if args.no_encoder else args.encoder,
-        num_frames=args.num_frames,
-        device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        limit=args.limit,
-        landmarks=not args.no_landmarks,
-        progress=not args.quiet,
-        labels=labels,
-        face=args.face,
-        pooling=args.pooling,
-        flash_attention=args.flash_attention,
-        revision=args.revision,
-        commit_every=args.commit_every,
-        storage_options=getattr(args, "storage_options", None) or None,
-    )
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        summary = populate(
+            args.store,
+            entries,
+            encoder=None if args.no_encoder else args.encoder,
+            num_frames=args.num_frames,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            limit=args.limit,
+            landmarks=not args.no_landmarks,
+            progress=not args.quiet,
+            labels=labels,
+            face=args.face,
+            pooling=args.pooling,
+            flash_attention=args.flash_attention,
+            revision=args.revision,
+            commit_every=args.commit_every,
+            storage_options=getattr(args, "storage_options", None) or None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(summary.format(), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=1))

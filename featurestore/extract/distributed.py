@@ -1,0 +1,508 @@
+"""Bulk population on a Ray cluster: CPU tasks decode clips and run Holistic, a pool of
+encoder actors (one per GPU) encodes the frames and writes the store.
+
+Each actor owns one store ``Writer`` and so one segment of its own: Zarr v3 has no locks,
+and no two writers ever touch the same object. The driver cuts the work into shards of at
+most one store block; an actor commits each shard as one block (arrays first, then its
+commit record), so a worker killed mid-run loses only shards that were never committed.
+The driver hands those to a fresh actor (new segment), and a rerun skips every committed
+id, as local populate does. The commit log is the store's index, so once every shard has
+returned the driver has nothing left to write; it re-reads the index to check that every
+video it was told about is visible.
+
+Ray actors rather than Ray Data: frames stay numpy objects in the object store instead of
+going through Arrow tensor columns, each writer's segment is explicit, and a shard lost
+with its worker is retried with the committed ids skipped.
+
+Only decoding and Holistic are imported at module level: every CPU task worker imports
+this module, and torch/transformers (needed by the actors and the driver alone) would
+cost each of them about 6 s and 220 MB more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayError
+from tqdm import tqdm
+
+from .decode import Clip, DecodeError, decode_clip
+from .landmarks import LandmarkExtractor
+
+if TYPE_CHECKING:
+    from .manifest import Entry
+    from .pipeline import Job
+    from .populate import PopulateSummary
+
+__all__ = ["RayPopulateSummary", "ShardResult", "populate_with_ray"]
+
+log = logging.getLogger(__name__)
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+)
+
+
+@dataclass
+class RayPopulateSummary:
+    """A local populate summary (``run``; its fields read through) plus what the cluster did."""
+
+    run: PopulateSummary
+    """done, skipped, failed, elapsed_s, interrupted, stage_seconds, frames_encoded."""
+    workers: int = 0
+    """Encoder actors at the start."""
+    worker_restarts: int = 0
+    """Actors replaced after they died; their uncommitted shards went to the new ones."""
+    lost: dict[str, str] = field(default_factory=dict)
+    """video id -> why it was not committed (its worker died too often); a rerun does it."""
+
+    def __getattr__(self, name: str):
+        if name == "run":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.run, name)
+
+    def to_json(self) -> dict:
+        return {
+            **self.run.to_json(),
+            "workers": self.workers,
+            "worker_restarts": self.worker_restarts,
+            "lost": len(self.lost),
+            "lost_videos": self.lost,
+        }
+
+    def format(self) -> str:
+        lines = [self.run.format(), f"  ray: {self.workers} encoder workers"]
+        if self.worker_restarts:
+            lines.append(f"  ray: {self.worker_restarts} workers died and were replaced")
+        if self.lost:
+            lines.append(
+                f"  ray: {len(self.lost)} videos not committed (workers died); rerun to finish"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class ShardResult:
+    """What one actor call committed (passed to ``on_shard``)."""
+
+    shard: int
+    worker: str
+    """Ray actor name of the worker that wrote it."""
+    done: int
+    skipped: int
+    failed: dict[str, str]
+    stage_seconds: dict[str, float]
+    frames_encoded: int
+
+
+@dataclass
+class _Prepared:
+    """One decoded clip, with landmarks when asked: what a CPU task hands an encoder actor."""
+
+    clip: Clip | None = None
+    landmarks: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU stage: decode + landmarks, one Ray task per video
+
+_holistic: dict[bool, LandmarkExtractor] = {}  # per worker process: Holistic loads in ~1 s
+
+
+def _prepare(entry: Entry, num_frames: int, landmarks: bool, face: bool) -> _Prepared:
+    """Decode one clip and run Holistic on it; errors come back as values, never raised."""
+    out = _Prepared()
+    start = time.perf_counter()
+    try:
+        clip = decode_clip(entry.path, num_frames, entry.frame_start, entry.frame_end)
+    except DecodeError as exc:
+        out.error = f"{exc.reason}: {exc}"
+        return out
+    except Exception as exc:  # a decoder bug must not end the run
+        out.error = f"decode: {entry.path}: {type(exc).__name__}: {exc}"
+        return out
+    finally:
+        out.seconds["decode"] = time.perf_counter() - start
+    out.clip = clip
+    if landmarks:
+        start = time.perf_counter()
+        try:
+            if face not in _holistic:
+                _holistic[face] = LandmarkExtractor(face=face)
+            out.landmarks, out.mask = _holistic[face].extract(clip.frames)
+        except Exception as exc:
+            out.error = f"landmarks: {entry.path}: {exc}"
+        out.seconds["landmarks"] = time.perf_counter() - start
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU stage: an encoder actor that owns one writer (one segment)
+
+
+class _EncoderWriter:
+    """Encodes the frames of a shard's videos in batches and commits the shard as one block."""
+
+    def __init__(self, name: str, store_url: str, storage_options: dict | None, extractor: dict):
+        from .clip import ClipExtractor
+
+        self.name = name
+        self.url, self.storage_options = store_url, storage_options
+        self.extractor = ClipExtractor(**extractor)
+        self._store = None
+        self._writer = None
+        self._frames = 0
+
+    def schema(self, labels: dict[int, str]):
+        return self.extractor.schema(labels)
+
+    def fingerprint(self) -> dict:
+        return self.extractor.fingerprint
+
+    def _open(self, overwrite: bool):
+        from ..store import open_store
+
+        if self._writer is None:
+            self._store = open_store(self.url, "r+", self.storage_options)
+            self._store.check_compatible(
+                encoder=self.extractor.fingerprint,
+                num_frames=self.extractor.num_frames,
+                streams=self.extractor.streams,
+            )
+            self._writer = self._store.writer(overwrite=overwrite)
+        return self._writer
+
+    def write_shard(
+        self, shard: int, entries: list[Entry], refs: list, overwrite: bool, retry: bool
+    ) -> ShardResult:
+        from .populate import PopulateSummary, _write_all
+
+        writer = self._open(overwrite)
+        summary = PopulateSummary()
+        if retry and not overwrite:  # a dead worker may have committed part of it
+            self._store.refresh()
+            committed = set(self._store.ids())
+            keep = [i for i, e in enumerate(entries) if e.video_id not in committed]
+            summary.skipped = len(entries) - len(keep)
+            entries, refs = [entries[i] for i in keep], [refs[i] for i in keep]
+        self._frames = 0
+        jobs = self._encoded(entries, refs, summary.stage_seconds)
+        with tqdm(disable=True) as bar:
+            _write_all(jobs, writer, summary, bar, self.extractor)
+        writer.flush()
+        return ShardResult(
+            shard,
+            self.name,
+            summary.done,
+            summary.skipped,
+            summary.failed,
+            dict(summary.stage_seconds),
+            self._frames,
+        )
+
+    def _encoded(self, entries: list[Entry], refs: list, seconds: dict) -> Iterator[Job]:
+        """Jobs in shard order, each with its features; frames of several videos per forward."""
+        from .pipeline import Job, _decoded_info
+
+        pending: list[tuple[Job, np.ndarray]] = []
+        for entry, ref in zip(entries, refs, strict=True):
+            job = Job(entry)
+            try:
+                prepared: _Prepared = ray.get(ref)
+            except RayError as exc:  # the task's worker died on every retry
+                prepared = _Prepared(error=f"landmarks: {entry.path}: worker process died ({exc})")
+            for stage, s in prepared.seconds.items():
+                seconds[stage] = seconds.get(stage, 0.0) + s
+            job.error, job.landmarks, job.mask = prepared.error, prepared.landmarks, prepared.mask
+            if prepared.clip is not None:
+                job.source = _decoded_info(entry, prepared.clip)
+            if job.error is not None or self.extractor.encoder is None:
+                yield from self._encode(pending, seconds)
+                pending = []
+                yield job
+                continue
+            # frames from the object store are read-only; torch wants to own writable ones
+            pending.append((job, np.require(prepared.clip.frames, requirements="W")))
+            if sum(len(f) for _, f in pending) >= self.extractor.encoder.batch_size:
+                yield from self._encode(pending, seconds)
+                pending = []
+        yield from self._encode(pending, seconds)
+
+    def _encode(self, pending: list[tuple[Job, np.ndarray]], seconds: dict) -> Iterator[Job]:
+        if not pending:
+            return
+        start = time.perf_counter()
+        try:
+            features = self.extractor.encoder.encode_videos([f for _, f in pending])
+        except Exception as exc:
+            if len(pending) > 1:  # find the video at fault; the others still get features
+                for one in pending:
+                    yield from self._encode([one], seconds)
+                return
+            job = pending[0][0]
+            job.error = f"encoder: {job.entry.path}: {exc}"
+            yield job
+            return
+        seconds["encoder"] = seconds.get("encoder", 0.0) + time.perf_counter() - start
+        self._frames += sum(len(f) for f in features)
+        for (job, _), feats in zip(pending, features, strict=True):
+            job.gemma = feats
+            yield job
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+
+
+@dataclass
+class _Shard:
+    index: int
+    entries: list[Entry]
+    refs: list
+    attempts: int = 0
+
+
+def _aws_env() -> dict[str, str]:
+    """The driver's AWS variables, so workers reach the same bucket the same way."""
+    return {k: os.environ[k] for k in _AWS_ENV if k in os.environ}
+
+
+def _connect(address: str | None, ray_init: dict | None) -> bool:
+    """Join (or start) Ray; True when this call started it and should shut it down."""
+    if ray.is_initialized():
+        return False
+    env = _aws_env()
+    kwargs = {"address": address, "include_dashboard": False, "log_to_driver": True}
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    ray.init(**{**kwargs, **(ray_init or {})})
+    return True
+
+
+class _Pool:
+    """Encoder actors; dead ones are replaced with fresh ones (fresh segments)."""
+
+    def __init__(self, size: int, make: Callable[[str], object]):
+        self.run_id = uuid.uuid4().hex[:8]
+        self._make, self._count = make, 0
+        self.actors = [self._new() for _ in range(size)]
+        self.restarts = 0
+
+    def _new(self):
+        name = f"featurestore-writer-{self.run_id}-{self._count}"
+        self._count += 1
+        return self._make(name)
+
+    def replace(self, dead) -> object:
+        self.restarts += 1
+        fresh = self._new()
+        self.actors[self.actors.index(dead)] = fresh
+        return fresh
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def populate_with_ray(
+    store_url: str,
+    entries: Iterable[Entry],
+    *,
+    address: str | None = None,
+    num_workers: int = 2,
+    gpus_per_worker: float = 0,
+    cpus_per_worker: float = 1,
+    cpus_per_task: float = 1,
+    encoder: str | None = "tiny-random",
+    num_frames: int = 16,
+    device: str | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    limit: int | None = None,
+    landmarks: bool = True,
+    progress: bool = True,
+    labels: dict[int, str] | None = None,
+    face: bool = False,
+    pooling: str = "mean_soft_tokens",
+    flash_attention: bool = False,
+    revision: str | None = None,
+    shard_size: int | None = None,
+    storage_options: dict | None = None,
+    max_retries: int = 2,
+    on_shard: Callable[[ShardResult], None] | None = None,
+    ray_init: dict | None = None,
+) -> RayPopulateSummary:
+    """``populate`` on a Ray cluster: the same store contents, many machines.
+
+    ``address``: a Ray cluster (``auto``, ``ray://host:10001``); None starts a local Ray
+    unless one is running. ``num_workers`` encoder actors with ``gpus_per_worker`` GPUs
+    each (device ``cuda`` when > 0); decoding and landmarks run as tasks of
+    ``cpus_per_task`` CPUs. Video paths must be readable on every node. ``shard_size``
+    (default: the store's block size) videos are committed together; at most two shards
+    per worker are in flight, which bounds memory. A shard whose worker died is retried
+    ``max_retries`` times on a fresh worker; after that its videos are reported as lost
+    and a rerun finishes them. ``on_shard`` is called after every committed shard.
+    """
+    from ..store import create_store
+    from .manifest import assign_labels
+    from .populate import PopulateSummary, _existing_labels
+
+    started = time.perf_counter()
+    device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
+    entries = list(entries)
+    entries, label_map = assign_labels(entries, _existing_labels(store_url, storage_options))
+    if labels:
+        label_map = {**label_map, **labels}
+    entries = entries[:limit] if limit is not None else entries
+    extractor = dict(
+        encoder=encoder,
+        num_frames=num_frames,
+        device=device,
+        landmarks=landmarks,
+        face=face,
+        pooling=pooling,
+        flash_attention=flash_attention,
+        batch_size=batch_size,
+        revision=revision,
+    )
+    shutdown = _connect(address, ray_init)
+    actor_cls = ray.remote(_EncoderWriter)
+    env = _aws_env()
+
+    def make(name: str):
+        options = dict(
+            name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
+        )
+        if env:
+            options["runtime_env"] = {"env_vars": env}
+        return actor_cls.options(**options).remote(name, store_url, storage_options, extractor)
+
+    summary = RayPopulateSummary(PopulateSummary(), workers=num_workers)
+    pool = _Pool(num_workers, make)
+    try:
+        # the workers built the encoder; the driver never loads it
+        schema = ray.get(pool.actors[0].schema.remote(label_map))
+        for fp in ray.get([a.fingerprint.remote() for a in pool.actors[1:]]):
+            if fp != schema.encoder:
+                raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
+        store = create_store(store_url, schema, exist_ok=True, storage_options=storage_options)
+        committed = set() if overwrite else set(store.ids())
+        todo = []
+        for e in entries:
+            if e.video_id in committed:
+                summary.run.skipped += 1
+            elif e.error:
+                summary.failed[e.video_id] = e.error
+            else:
+                todo.append(e)
+        if summary.failed:
+            with store.writer() as w:
+                for vid, reason in summary.failed.items():
+                    w.fail(vid, reason)
+        size = max(1, min(shard_size or store.block_size, store.block_size))
+        shards = deque(
+            _Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))
+        )
+        task = ray.remote(_prepare).options(num_cpus=cpus_per_task, max_retries=3)
+        with tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1) as bar:
+            _run(shards, pool, task, (num_frames, landmarks, face), overwrite, max_retries,
+                 summary, bar, on_shard)  # fmt: skip
+        _check_visible(store, summary, todo)
+    except KeyboardInterrupt:
+        summary.run.interrupted = True  # committed shards stay; a rerun does the rest
+    finally:
+        pool.close()
+        if shutdown:
+            ray.shutdown()
+    summary.worker_restarts = pool.restarts
+    summary.run.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar, on_shard):
+    """Keep two shards queued on every actor; merge results; re-queue the shards of the dead."""
+    inflight: dict = {}  # ObjectRef -> (shard, actor)
+    waiting = {a: 0 for a in pool.actors}
+
+    def submit(actor, shard: _Shard) -> None:
+        if not shard.refs:
+            shard.refs = [task.remote(e, *prepare_args) for e in shard.entries]
+        ref = actor.write_shard.remote(
+            shard.index, shard.entries, shard.refs, overwrite, shard.attempts > 0
+        )
+        inflight[ref] = (shard, actor)
+        waiting[actor] += 1
+
+    def fill() -> None:
+        for actor in list(waiting):
+            while waiting.get(actor, 0) < 2 and shards:
+                submit(actor, shards.popleft())
+
+    fill()
+    while inflight:
+        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        shard, actor = inflight.pop(ref)
+        if actor in waiting:
+            waiting[actor] -= 1
+        try:
+            result: ShardResult = ray.get(ref)
+        except RayActorError as exc:
+            _requeue(shard, actor, exc, pool, waiting, shards, max_retries, summary, bar)
+        else:
+            _merge(summary, result)
+            bar.update(result.done + result.skipped + len(result.failed))
+            if on_shard is not None:
+                on_shard(result)
+        fill()
+
+
+def _requeue(shard, actor, exc, pool, waiting, shards, max_retries, summary, bar) -> None:
+    if actor in waiting:  # the first of its failed shards replaces it
+        del waiting[actor]
+        fresh = pool.replace(actor)
+        waiting[fresh] = 0
+        log.warning("ray worker died (%s); replaced it, its shards go to the new one", exc)
+    shard.attempts += 1
+    if shard.attempts > max_retries:
+        for e in shard.entries:
+            summary.lost[e.video_id] = f"worker died {shard.attempts} times: {exc}"
+        bar.update(len(shard.entries))
+    else:
+        shards.appendleft(shard)
+
+
+def _merge(summary: RayPopulateSummary, result: ShardResult) -> None:
+    run = summary.run
+    run.done += result.done
+    run.skipped += result.skipped
+    run.failed.update(result.failed)
+    run.frames_encoded += result.frames_encoded
+    for stage, s in result.stage_seconds.items():
+        run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + s
+
+
+def _check_visible(store, summary: RayPopulateSummary, todo: list[Entry]) -> None:
+    """Every video a worker reported done must now be in the index, or it counts as lost."""
+    store.refresh()
+    present = set(store.ids())
+    for e in todo:
+        if e.video_id not in present and e.video_id not in summary.failed:
+            summary.lost.setdefault(e.video_id, "not visible in the store after the run")
