@@ -98,7 +98,8 @@ def query_server(store: Path, checkpoint: Path, clip: Path, video_id: str) -> di
             proc.kill()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """Run every step; return what the summary prints (tests check it)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -223,8 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         f"            asl-serve --store {store} --checkpoint {best}   # then open http://127.0.0.1:8000/docs"
     )
     print("            see README.md 'Real use on WLASL' for Gemma 3 on a GPU")
-    return 0
+    return {
+        "store": str(store),
+        "checkpoint": str(best),
+        "info": info,
+        "report": report,
+        "served": served,
+        "test_row": row if served else None,
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
