@@ -3,7 +3,11 @@
 Requests wait in an asyncio queue. One collector task takes the first, drains what else is
 waiting, waits at most `max_wait_ms` for more while the batch has room, then runs the
 batch in the model thread. While the model runs, new requests queue up and form the next
-batch, so batches grow with load and a lone request waits at most `max_wait_ms`.
+batch, so batches grow with load.
+
+The wait only happens while traffic is concurrent (the last batch merged several jobs):
+one client sending one request at a time never has a partner to wait for, so its requests
+run at once instead of paying `max_wait_ms` each.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class MicroBatcher(Generic[J, R]):
         self._task: asyncio.Task | None = None
         self._carry: tuple[J, asyncio.Future] | None = None  # too big for the last batch
         self._batch: list[tuple[J, asyncio.Future]] = []  # being collected or run
+        self._concurrent = False  # did the last batch merge more than one job?
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -89,7 +94,7 @@ class MicroBatcher(Generic[J, R]):
         else:
             batch.append(await self._queue.get())
         rows = self._size(batch[0][0])
-        deadline = time.monotonic() + self.max_wait
+        deadline = time.monotonic() + (self.max_wait if self._concurrent else 0.0)
         while rows < self.max_batch:
             if self._queue.empty():
                 remaining = deadline - time.monotonic()
@@ -109,6 +114,7 @@ class MicroBatcher(Generic[J, R]):
 
     async def _run(self, batch: list[tuple[J, asyncio.Future]]) -> None:
         jobs = [job for job, _ in batch]
+        self._concurrent = len(jobs) > 1
         loop = asyncio.get_running_loop()
         try:
             results: Sequence[Any] = await loop.run_in_executor(

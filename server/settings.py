@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,3 +34,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload accepted.")
     max_clip_seconds: float = Field(30.0, gt=0, description="Longest clip accepted.")
     max_pending_uploads: int = Field(8, ge=1, description="Uploads queued for extraction.")
+
+    @field_validator("store", "checkpoint", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """`ASL_API_KEY=` (as compose writes an unset variable) means no key, not ""."""
+        return None if value == "" else value

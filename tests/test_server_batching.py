@@ -77,6 +77,27 @@ def test_without_waiting_a_lone_job_is_not_delayed():
     assert rec.batches == [[1], [2], [3]]
 
 
+def test_a_lone_job_does_not_wait_but_concurrent_traffic_does():
+    rec = Recorder()
+    b = MicroBatcher(rec, ThreadPoolExecutor(1), max_batch=2, max_wait_ms=60_000)
+
+    async def scenario():
+        await b.start()
+        try:
+            # No partner to wait for: it runs now, not after 60 s.
+            assert await asyncio.wait_for(b.submit(1), 5) == 2
+            assert await asyncio.gather(b.submit(2), b.submit(3)) == [4, 6]
+            # Traffic is now concurrent: a job waits for a partner that comes later.
+            first = asyncio.create_task(b.submit(4))
+            await asyncio.sleep(0.05)
+            assert await asyncio.wait_for(asyncio.gather(first, b.submit(5)), 5) == [8, 10]
+        finally:
+            await b.stop()
+
+    run(scenario())
+    assert rec.batches == [[1], [2, 3], [4, 5]]
+
+
 def test_one_failing_job_fails_only_itself():
     rec = Recorder(fail_on=3)
     b = MicroBatcher(rec, ThreadPoolExecutor(1), max_batch=64, max_wait_ms=20)

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,18 @@ def wait_for_port(proc: subprocess.Popen, timeout: float = 60) -> int:
     raise AssertionError("server did not start:\n" + "".join(seen))
 
 
+def healthcheck(port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ASL_PORT": str(port)}
+    cmd = [sys.executable, "-m", "server.healthcheck"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_real_uvicorn_serves_over_http(served):
     store, ckpt = served
     proc = serve(
@@ -80,6 +93,9 @@ def test_real_uvicorn_serves_over_http(served):
             r = c.get("/v1/videos/missing", headers=key)
             assert r.status_code == 404 and "detail" in r.json()
             assert "asl_http_requests_total" in c.get("/metrics").text
+        # The container's HEALTHCHECK command, against this server and against nothing.
+        assert healthcheck(port).returncode == 0
+        assert healthcheck(free_port()).returncode == 1
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -9,6 +9,7 @@ import os
 import time
 
 from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
 
@@ -93,7 +94,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def predict(
         body: PredictBody = Body(openapi_examples=EXAMPLES),  # type: ignore[valid-type]
         state: ServingState = Depends(get_state),
-    ) -> dict:
+    ) -> JSONResponse:
         unknown = unknown_ids(state, body.video_ids)
         if unknown:
             raise HTTPException(404, f"unknown video ids: {unknown[:10]}")

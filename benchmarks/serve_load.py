@@ -1,0 +1,394 @@
+"""HTTP load on the real server (uvicorn in a subprocess on 127.0.0.1).
+
+Questions: feature lookups per second (JSON and .npy) and predictions per second by id,
+with p50/p95/p99 latency, at concurrency 1, 8 and 32; micro-batching on against off in
+the same run, on the same store and checkpoint. Lookups are measured with the feature cache
+(the default) against the cache turned off (every lookup reads the Zarr store).
+
+The store has real sizes (T=16, Gemma dim 2560 float16, 75 landmarks) and the checkpoint
+is an untrained model of the real shape (hidden 256): speed does not depend on weights.
+The load generator is an asyncio httpx client with one keep-alive connection per worker;
+each cell runs for a fixed time after a warm-up, so the load is bounded.
+
+    python benchmarks/serve_load.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import Row, parser, report  # noqa: E402
+
+from featurestore import StoreSchema, StreamSpec, create_store  # noqa: E402
+from model import HybridASLModel, ModelConfig, save_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+T, D, K, CLASSES = 16, 2560, 75, 100
+CONCURRENCY = (1, 8, 32)
+NPY = "application/x-npy"
+
+
+# -- fixtures -------------------------------------------------------------------------------
+def build(root: Path, videos: int) -> tuple[str, str]:
+    """A store of `videos` random videos at real sizes, and an untrained checkpoint for it."""
+    layout = {"parts": ["pose", "left_hand", "right_hand"], "sizes": [33, 21, 21]}
+    labels = {i: f"sign{i:03d}" for i in range(CLASSES)}
+    schema = StoreSchema(
+        num_frames=T,
+        streams={
+            "gemma": StreamSpec((T, D), "float16"),
+            "landmarks": StreamSpec((T, K, 3), "float32"),
+            "landmark_mask": StreamSpec((T, 3), "bool"),
+        },
+        encoder={"model_id": "bench-encoder", "feature_dim": D},
+        landmark_layout=layout,
+        labels=labels,
+    )
+    url = str(root / "store.zarr")
+    rng = np.random.default_rng(0)
+    with create_store(url, schema).writer() as w:
+        for i in range(videos):
+            arrays = {
+                "gemma": rng.standard_normal((T, D), dtype=np.float32).astype(np.float16),
+                "landmarks": rng.random((T, K, 3), dtype=np.float32),
+                "landmark_mask": rng.random((T, 3)) > 0.2,
+            }
+            w.put(f"v{i:05d}", arrays, label=i % CLASSES, gloss=labels[i % CLASSES], split="test")
+    config = ModelConfig.from_layout(layout, num_classes=CLASSES, gemma_dim=D, num_frames=T)
+    ckpt = save_checkpoint(
+        root / "model.pt",
+        HybridASLModel(config),
+        labels=labels,
+        encoder=schema.encoder,
+        landmark_layout=layout,
+        num_frames=T,
+        streams={k: v.to_json() for k, v in schema.streams.items()},
+    )
+    return url, str(ckpt)
+
+
+# -- the server -----------------------------------------------------------------------------
+class Server:
+    """`asl-serve` in a subprocess; the port is whatever free one uvicorn bound."""
+
+    def __init__(self, store: str, ckpt: str, log: Path, *flags: str) -> None:
+        self.log = log
+        cmd = [sys.executable, "-m", "server.cli", "--store", store, "--checkpoint", ckpt]
+        cmd += ["--port", "0", "--no-upload", "--no-access-log", *flags]
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self._wait_for_port()}"
+
+    def _wait_for_port(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", self.log.read_text())
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.proc.kill()
+        raise RuntimeError("server did not start:\n" + self.log.read_text())
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# -- the load generator ---------------------------------------------------------------------
+@dataclass
+class Cell:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    sent: int = 0
+    """Requests sent in the whole cell, warm-up included (for CPU per request)."""
+    server_cpu_s: float = 0.0
+    """CPU time the server process used during the whole cell."""
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s / self.sent * 1000 if self.sent else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+    def wire(self, host: str) -> bytes:
+        """The HTTP/1.1 bytes, built once per request kind, not once per send."""
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        if self.body is not None:
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (self.body or b"")
+
+
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client (Content-Length bodies only, which is what the
+    server sends). httpx spends more CPU per request than the server does on this 2-core
+    machine (measured 1.4-8 ms against 0.5-1 ms), so with it the benchmark would measure
+    the client; `--client httpx` still runs it for comparison."""
+
+    def __init__(self, url: str) -> None:
+        hostport = url.split("//", 1)[1]
+        self.host, port = hostport.rsplit(":", 1)
+        self.port = int(port)
+        self.hostport = hostport
+        self.reader = self.writer = None
+
+    async def __aenter__(self):
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.writer.close()
+
+    async def send(self, wire: bytes) -> tuple[int, bytes]:
+        self.writer.write(wire)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        m = CONTENT_LENGTH.search(head)
+        if m is None:
+            raise ValueError("response without Content-Length")
+        body = await self.reader.readexactly(int(m.group(1)))
+        return int(head[9:12]), body
+
+
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+
+async def drive(
+    url: str, requests: list[Request], concurrency: int, seconds: float, warmup: float, client: str
+) -> Cell:
+    """`concurrency` workers, one keep-alive connection each, send back-to-back requests
+    (drawn at random from `requests`) for `warmup + seconds`; only the requests that start
+    after the warm-up count."""
+    cell = Cell()
+    loop = asyncio.get_running_loop()
+    host = url.split("//", 1)[1]
+    wires = [r.wire(host) for r in requests]
+
+    async def raw_worker(rng, measure_from, stop_at) -> None:
+        async with RawConnection(url) as conn:
+            while (t0 := loop.time()) < stop_at:
+                try:
+                    status, _ = await conn.send(wires[rng.integers(len(wires))])
+                except (OSError, ValueError, asyncio.IncompleteReadError):
+                    status = 0
+                record(t0, loop.time(), status, measure_from)
+                if status == 0:
+                    return
+
+    async def httpx_worker(rng, measure_from, stop_at) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
+            while (t0 := loop.time()) < stop_at:
+                r = requests[rng.integers(len(requests))]
+                try:
+                    resp = await c.request(r.method, r.path, headers=r.headers, content=r.body)
+                    status = resp.status_code
+                except httpx.HTTPError:
+                    status = 0
+                record(t0, loop.time(), status, measure_from)
+
+    def record(t0: float, t1: float, status: int, measure_from: float) -> None:
+        cell.sent += 1
+        if t0 >= measure_from:
+            if status == 200:
+                cell.latencies_ms.append((t1 - t0) * 1000)
+            else:
+                cell.errors += 1
+
+    worker = raw_worker if client == "raw" else httpx_worker
+    start = loop.time()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+    await asyncio.gather(
+        *(worker(np.random.default_rng(i), measure_from, stop_at) for i in range(concurrency))
+    )
+    cell.seconds = loop.time() - measure_from
+    return cell
+
+
+def lookups(ids: list[str], accept: str | None) -> list[Request]:
+    headers = {"Accept": accept} if accept else {}
+    return [Request("GET", f"/v1/videos/{v}/features/gemma", headers) for v in ids]
+
+
+def predictions(ids: list[str]) -> list[Request]:
+    headers = {"Content-Type": "application/json"}
+    return [
+        Request("POST", "/v1/predict", headers, json.dumps({"video_ids": [v], "top_k": 5}).encode())
+        for v in ids
+    ]
+
+
+def check_responses(url: str, ids: list[str]) -> None:
+    """Before timing anything: the requests the load sends get real answers."""
+    with httpx.Client(base_url=url) as c:
+        r = c.get(f"/v1/videos/{ids[0]}/features/gemma", headers={"Accept": NPY})
+        assert np.load(io.BytesIO(r.content)).shape == (T, D), r.text
+        assert len(c.get(f"/v1/videos/{ids[0]}/features/gemma").json()["data"]) == T
+        r = c.post("/v1/predict", json={"video_ids": [ids[0]], "top_k": 5})
+        assert len(r.json()["predictions"][0]["top_k"]) == 5, r.text
+
+
+def warm_cache(url: str, ids: list[str]) -> None:
+    """Read every video once, so cached lookups measure a hot cache (the whole store fits
+    the default 256 MB); the uncached server reads Zarr on every request instead."""
+    with httpx.Client(base_url=url) as c:
+        for vid in ids:
+            c.get(f"/v1/videos/{vid}/features/gemma", headers={"Accept": NPY})
+
+
+def batch_stats(url: str) -> str:
+    """Mean videos per forward and model time per forward, from the server's /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    n = value("asl_predict_batch_size_count")
+    if not n:
+        return "no forwards"
+    size = value("asl_predict_batch_size_sum") / n
+    model_ms = value("asl_model_seconds_sum") / n * 1000
+    return f"{n:.0f} forwards, {size:.1f} videos each, model {model_ms:.1f} ms per forward"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(server: Server, requests: list[Request], seconds: float, warmup: float, client: str):
+    cells = {}
+    for c in CONCURRENCY:
+        before = cpu_seconds(server.proc.pid)
+        cells[c] = asyncio.run(drive(server.url, requests, c, seconds, warmup, client))
+        cells[c].server_cpu_s = cpu_seconds(server.proc.pid) - before
+    return cells
+
+
+# -- main -----------------------------------------------------------------------------------
+def rows_for(name: str, ours: dict[int, Cell], base: dict[int, Cell]) -> list[Row]:
+    rows = []
+    for c in CONCURRENCY:
+        o, b = ours[c], base[c]
+        rows.append(
+            Row(f"{name} c{c}", o.rate, b.rate, o.rate / b.rate if b.rate else None, "req/s")
+        )
+        for q in (50, 95, 99):
+            ov, bv = o.pct(q), b.pct(q)
+            rows.append(Row(f"{name} c{c} p{q}", ov, bv, bv / ov if ov else None, "ms"))
+        ov, bv = o.cpu_ms_per_request, b.cpu_ms_per_request
+        rows.append(Row(f"{name} c{c} cpu", ov, bv, bv / ov if ov else None, "server CPU ms/req"))
+    return rows
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--videos", type=int, help="videos in the store (default 1000; quick 256)")
+    p.add_argument("--seconds", type=float, help="measured seconds per cell (default 8; quick 2)")
+    p.add_argument("--client", choices=["raw", "httpx"], default="raw", help="load generator")
+    args = p.parse_args()
+    videos = args.videos or (256 if args.quick else 1000)
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    warmup = 0.5 if args.quick else 1.5
+    load_before = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    results: dict[str, dict[int, Cell]] = {}
+    server_rss: dict[str, float] = {}
+    try:
+        store, ckpt = build(tmp, videos)
+        ids = [f"v{i:05d}" for i in range(videos)]
+        configs = {
+            "batched": ["--micro-batching"],
+            "unbatched": ["--no-micro-batching"],
+            "uncached": ["--cache-mb", "0"],
+        }
+        for name, flags in configs.items():
+            server = Server(store, ckpt, tmp / f"{name}.log", *flags)
+            try:
+                print(f"[{name}] server at {server.url}", flush=True)
+                check_responses(server.url, ids)
+                run = functools.partial(
+                    measure, server.url, seconds=seconds, warmup=warmup, client=args.client
+                )
+                if name != "uncached":
+                    results[f"predict {name}"] = run(predictions(ids))
+                    print(f"[{name}] {batch_stats(server.url)}", flush=True)
+                if name == "batched":
+                    warm_cache(server.url, ids)
+                if name != "unbatched":
+                    results[f"npy {name}"] = run(lookups(ids, NPY))
+                    results[f"json {name}"] = run(lookups(ids, None))
+                server_rss[name] = server.peak_rss_mib()
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = (
+        rows_for("lookup npy", results["npy batched"], results["npy uncached"])
+        + rows_for("lookup json", results["json batched"], results["json uncached"])
+        + rows_for("predict", results["predict batched"], results["predict unbatched"])
+    )
+    errors = {k: sum(c.errors for c in v.values()) for k, v in results.items()}
+    ours_err = sum(v for k, v in errors.items() if k.endswith("batched") and "unbatched" not in k)
+    rows.append(
+        Row(
+            "errors",
+            ours_err,
+            errors["predict unbatched"] + errors["npy uncached"] + errors["json uncached"],
+            None,
+            "count",
+        )
+    )
+    rows.append(Row("server peak RSS", server_rss["batched"], server_rss["uncached"], None, "MiB"))
+    report(
+        rows,
+        args.json,
+        f"serve_load: {videos} videos, {seconds:.0f} s per cell, {args.client} client, "
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} "
+        f"after; lookups = gemma ({T},{D}) float16; ours = micro-batching + warm cache; "
+        "baseline = unbatched (predict) / cache off (lookups); latency and CPU ratio = baseline/ours",
+    )
+
+
+if __name__ == "__main__":
+    main()
