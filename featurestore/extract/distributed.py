@@ -39,9 +39,9 @@ from .decode import Clip, DecodeError, decode_clip
 from .landmarks import LandmarkExtractor
 
 if TYPE_CHECKING:
+    from .bulk import PopulateSummary
     from .manifest import Entry
     from .pipeline import Job
-    from .populate import PopulateSummary
 
 __all__ = ["RayPopulateSummary", "ShardResult", "populate_with_ray"]
 
@@ -103,6 +103,10 @@ class ShardResult:
     shard: int
     worker: str
     """Ray actor name of the worker that wrote it."""
+    segment: str
+    """The store segment that worker owns (no other writer touches it)."""
+    ids: list[str]
+    """Videos committed."""
     done: int
     skipped: int
     failed: dict[str, str]
@@ -193,7 +197,7 @@ class _EncoderWriter:
     def write_shard(
         self, shard: int, entries: list[Entry], refs: list, overwrite: bool, retry: bool
     ) -> ShardResult:
-        from .populate import PopulateSummary, _write_all
+        from .bulk import PopulateSummary, _write_all
 
         writer = self._open(overwrite)
         summary = PopulateSummary()
@@ -211,6 +215,8 @@ class _EncoderWriter:
         return ShardResult(
             shard,
             self.name,
+            writer.segment,
+            [e.video_id for e in entries if e.video_id not in summary.failed],
             summary.done,
             summary.skipped,
             summary.failed,
@@ -362,8 +368,8 @@ def populate_with_ray(
     and a rerun finishes them. ``on_shard`` is called after every committed shard.
     """
     from ..store import create_store
+    from .bulk import PopulateSummary, _existing_labels
     from .manifest import assign_labels
-    from .populate import PopulateSummary, _existing_labels
 
     started = time.perf_counter()
     device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
@@ -422,6 +428,7 @@ def populate_with_ray(
             _Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))
         )
         task = ray.remote(_prepare).options(num_cpus=cpus_per_task, max_retries=3)
+        summary.run.startup_s = time.perf_counter() - started  # workers up, store checked
         with tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1) as bar:
             _run(shards, pool, task, (num_frames, landmarks, face), overwrite, max_retries,
                  summary, bar, on_shard)  # fmt: skip
