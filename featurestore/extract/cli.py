@@ -59,7 +59,7 @@ def _on_sigterm(signum, frame):
 
 
 def _populate(args) -> int:
-    from .populate import populate
+    from .bulk import populate
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
     entries, labels = _entries(args)

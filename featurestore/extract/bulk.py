@@ -44,6 +44,9 @@ class PopulateSummary:
     failed: dict[str, str] = field(default_factory=dict)
     """video id -> "reason: detail" for every video that could not be extracted."""
     elapsed_s: float = 0.0
+    startup_s: float = 0.0
+    """Of ``elapsed_s``, the time before the first video entered the pipeline (model and
+    worker start-up, store checks)."""
     interrupted: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
     """Busy time per stage (decode, landmarks summed over workers, encoder, write)."""
@@ -65,6 +68,7 @@ class PopulateSummary:
             "failed_by_reason": self.failed_by_reason,
             "failures": self.failed,
             "elapsed_s": round(self.elapsed_s, 3),
+            "startup_s": round(self.startup_s, 3),
             "videos_per_s": round(self.videos_per_s, 3),
             "interrupted": self.interrupted,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -74,7 +78,7 @@ class PopulateSummary:
     def format(self) -> str:
         state = "interrupted" if self.interrupted else "finished"
         lines = [
-            f"populate {state} in {self.elapsed_s:.1f}s: {self.done} done "
+            f"populate {state} in {self.elapsed_s:.1f}s ({self.startup_s:.1f}s start-up): {self.done} done "
             f"({self.videos_per_s:.2f} videos/s), {self.skipped} skipped (already in the store), "
             f"{len(self.failed)} failed"
         ]
@@ -190,6 +194,7 @@ def populate(
             if pool is not None:
                 pool.warm_up()
             bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1)
+            summary.startup_s = time.perf_counter() - started
             pipeline = Pipeline(num_frames, extractor.encoder, pool, decode_threads)
             _drain(pipeline, todo, writer, summary, bar, extractor)
             summary.stage_seconds.update(pipeline.stage_seconds)
