@@ -148,54 +148,40 @@ def populate(
     started = time.perf_counter()
     cpus = os.cpu_count() or 1
     workers = cpus if workers is None else max(1, int(workers))
-    decode_threads = decode_threads or max(2, min(8, cpus // 4))
-    extractor = ClipExtractor(
-        encoder=encoder,
-        num_frames=num_frames,
-        device=device,
-        landmarks=landmarks,
-        face=face,
-        pooling=pooling,
-        flash_attention=flash_attention,
-        batch_size=batch_size,
-        revision=revision,
-    )
-    entries = list(entries)
-    entries, label_map = assign_labels(entries, _existing_labels(store_url, storage_options))
-    if labels:
-        label_map = {**label_map, **labels}
-    entries = entries[:limit] if limit is not None else entries
-    store = create_store(
-        store_url, extractor.schema(label_map), exist_ok=True, storage_options=storage_options
-    )
-
-    summary = PopulateSummary()
-    committed = set() if overwrite else set(store.ids())
-    todo = []
-    for e in entries:
-        if e.video_id in committed:
-            summary.skipped += 1
-        elif e.error:
-            summary.failed[e.video_id] = e.error
-        else:
-            todo.append(e)
-
-    pool = LandmarkPool(workers, face=face) if landmarks and todo else None
+    pool = LandmarkPool(workers, face=face) if landmarks else None
+    if pool is not None:
+        pool.start()  # the workers load MediaPipe while the encoder loads
     threads = torch.get_num_threads()
-    if pool is not None and extractor.encoder is not None and device == "cpu":
-        # Holistic keeps the cores busy; torch's spinning OpenMP threads would fight it
-        torch.set_num_threads(max(1, cpus - workers))
-    block = min(commit_every or store.block_size, store.block_size)
+    summary = PopulateSummary()
     bar = None
     try:
+        extractor = ClipExtractor(
+            encoder=encoder,
+            num_frames=num_frames,
+            device=device,
+            landmarks=landmarks,
+            face=face,
+            pooling=pooling,
+            flash_attention=flash_attention,
+            batch_size=batch_size,
+            revision=revision,
+        )
+        store, todo = _prepare(
+            store_url, entries, extractor, labels, limit, overwrite, summary, storage_options
+        )
+        if pool is not None and extractor.encoder is not None and device == "cpu":
+            # Holistic keeps the cores busy; torch's spinning OpenMP threads would fight it
+            torch.set_num_threads(max(1, cpus - workers))
+        block = min(commit_every or store.block_size, store.block_size)
         with store.writer(overwrite=overwrite, block_size=block) as writer:
             for vid, reason in summary.failed.items():
                 writer.fail(vid, reason)
-            if pool is not None:
+            if pool is not None and todo:
                 pool.warm_up()
             bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1)
             summary.startup_s = time.perf_counter() - started
-            pipeline = Pipeline(num_frames, extractor.encoder, pool, decode_threads)
+            threads_for_decode = decode_threads or max(2, min(8, cpus // 4))
+            pipeline = Pipeline(num_frames, extractor.encoder, pool, threads_for_decode)
             _drain(pipeline, todo, writer, summary, bar, extractor)
             summary.stage_seconds.update(pipeline.stage_seconds)
             summary.frames_encoded = pipeline.frames_encoded
@@ -209,6 +195,28 @@ def populate(
         torch.set_num_threads(threads)
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _prepare(store_url, entries, extractor, labels, limit, overwrite, summary, storage_options):
+    """Open or create the store (refusing a mismatch), merge labels, and pick what to do."""
+    entries = list(entries)
+    entries, label_map = assign_labels(entries, _existing_labels(store_url, storage_options))
+    if labels:
+        label_map = {**label_map, **labels}
+    entries = entries[:limit] if limit is not None else entries
+    store = create_store(
+        store_url, extractor.schema(label_map), exist_ok=True, storage_options=storage_options
+    )
+    committed = set() if overwrite else set(store.ids())
+    todo = []
+    for e in entries:
+        if e.video_id in committed:
+            summary.skipped += 1
+        elif e.error:
+            summary.failed[e.video_id] = e.error
+        else:
+            todo.append(e)
+    return store, todo
 
 
 def _drain(pipeline: Pipeline, todo, writer, summary: PopulateSummary, bar, extractor) -> None:
