@@ -343,3 +343,26 @@ def test_cli_unknown_encoder_has_no_traceback(tmp_path, synth_set):
 def test_frame_indices_helper_roundtrip(tmp_path):
     path = write_video(tmp_path / "c.mp4", indexed_frames(9))
     assert frame_indices(decode_clip(path, 9).frames).tolist() == list(range(9))
+
+
+def test_cli_videos_folder_labels_from_subfolders(tmp_path, synth_set, capsys):
+    clips = [e.path for e in read_manifest(synth_set)]
+    for gloss, clip in (("hello", clips[0]), ("hello", clips[1]), ("bye", clips[3])):
+        (tmp_path / "videos" / gloss).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, tmp_path / "videos" / gloss / clip.name)
+    shutil.copy(clips[4], tmp_path / "videos" / "loose.mp4")
+    url = str(tmp_path / "v.zarr")
+    args = [
+        "populate",
+        "--store",
+        url,
+        "--videos",
+        str(tmp_path / "videos"),
+        "--encoder",
+        "tiny-random",
+    ]
+    assert cli_main([*args, "--num-frames", "8", "--no-landmarks", "--quiet"]) == 0
+    store = open_store(url)
+    assert store.labels == {0: "bye", 1: "hello"}
+    assert store.splits() == {"train": 3, "unlabeled": 1}
+    assert store.get("loose").label == -1
