@@ -37,13 +37,16 @@ def loader(url, **kw) -> StoreLoader:
 def test_plan_covers_every_row_once_for_any_world_size(store_url):
     store = open_store(store_url)
     blocks = store.blocks("train")
-    for world in (1, 2, 3):
-        windows = plan_epoch(blocks, 10, seed=1, epoch=0)
-        per_rank = [
-            v for r in range(world) for w in rank_windows(windows, r, world) for v in w.video_ids
+    for world in (1, 2, 3, 5):
+        windows = plan_epoch(blocks, 10, seed=1, epoch=0, world_size=world)
+        ranks = [
+            [v for w in rank_windows(windows, r, world) for v in w.video_ids] for r in range(world)
         ]
-        assert sorted(per_rank) == store.ids("train")
-    assert all(len(w) == 10 for w in windows[:-1])
+        assert sorted(v for ids in ranks for v in ids) == store.ids("train")
+        sizes = [len(w) for w in windows]
+        assert max(sizes) <= 10 and max(sizes) - min(sizes) <= 1 and len(windows) % world == 0
+        rows = [len(ids) for ids in ranks]
+        assert max(rows) - min(rows) <= 1, f"ranks get equal shares: {rows}"
 
 
 def test_every_row_exactly_once_across_two_workers_and_two_ranks(store_url):

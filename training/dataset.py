@@ -50,7 +50,9 @@ class StoreWindows(IterableDataset):
     def windows(self, epoch: int | None = None) -> list[Window]:
         """This rank's windows for an epoch, in delivery order."""
         epoch = self.epoch if epoch is None else epoch
-        plan = plan_epoch(self.blocks, self.window_rows, self.seed, epoch, self.shuffle)
+        plan = plan_epoch(
+            self.blocks, self.window_rows, self.seed, epoch, self.shuffle, self.world_size
+        )
         return rank_windows(plan, self.rank, self.world_size)
 
     def __iter__(self):

@@ -76,7 +76,7 @@ class StoreLoader:
     def rank_rows(self, rank: int | None = None) -> int:
         """Rows planned for a rank this epoch (before unusable rows are dropped)."""
         d = self.dataset
-        plan = plan_epoch(d.blocks, d.window_rows, d.seed, self.epoch, d.shuffle)
+        plan = plan_epoch(d.blocks, d.window_rows, d.seed, self.epoch, d.shuffle, d.world_size)
         return sum(
             len(w) for w in rank_windows(plan, d.rank if rank is None else rank, d.world_size)
         )

@@ -5,8 +5,10 @@ the order of samples depends only on (seed, epoch, world size) and never on the 
 DataLoader workers:
 
 1. The split's chunk-aligned blocks are shuffled with the seed.
-2. Their rows, in that order, are cut into *windows* of ``window_rows`` rows; a window is a
-   handful of contiguous reads (whole blocks, or a block's slice at the window's edges).
+2. Their rows, in that order, are cut into *windows* of at most ``window_rows`` rows, as
+   equal as possible and a multiple of the world size in number (so ranks get equal
+   shares); a window is a handful of contiguous reads (whole blocks, or a block's slice
+   at the window's edges).
 3. Window ``i`` goes to DDP rank ``i % world``; a rank's ``j``-th window (counted from
    where the epoch resumes) to DataLoader worker ``j % workers``. Each row of the split
    lands in exactly one window of one rank.
@@ -58,26 +60,34 @@ def rng_for(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(int(k) for k in keys)])
 
 
-def plan_epoch(
-    blocks, window_rows: int, seed: int, epoch: int, shuffle: bool = True
-) -> list[Window]:
-    """All windows of one epoch in global order."""
+def window_sizes(total: int, window_rows: int, world_size: int = 1) -> list[int]:
+    """Near-equal window sizes, at most `window_rows`, in a multiple of `world_size`
+    windows, so DDP ranks get the same number of rows give or take one per window."""
     if window_rows < 1:
         raise ValueError(f"window_rows must be >= 1, got {window_rows}")
+    n = -(-total // window_rows)
+    n = -(-n // world_size) * world_size
+    base, extra = divmod(total, max(n, 1))
+    return [base + (i < extra) for i in range(n)]
+
+
+def plan_epoch(
+    blocks, window_rows: int, seed: int, epoch: int, shuffle: bool = True, world_size: int = 1
+) -> list[Window]:
+    """All windows of one epoch in global order."""
     order = rng_for(seed, epoch, 0).permutation(len(blocks)) if shuffle else range(len(blocks))
-    windows, current, filled = [], [], 0
+    sizes = iter(window_sizes(sum(len(b) for b in blocks), window_rows, world_size))
+    windows, current, filled, target = [], [], 0, next(sizes, 0)
     for b in order:
         block, start = blocks[b], 0
         while start < len(block):
-            stop = min(len(block), start + window_rows - filled)
+            stop = min(len(block), start + target - filled)
             current.append(Piece(block, start, stop))
             filled += stop - start
             start = stop
-            if filled == window_rows:
+            if filled == target:
                 windows.append(Window(len(windows), tuple(current)))
-                current, filled = [], 0
-    if current:
-        windows.append(Window(len(windows), tuple(current)))
+                current, filled, target = [], 0, next(sizes, 0)
     return windows
 
 

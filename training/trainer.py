@@ -182,6 +182,11 @@ class Trainer:
                 f"cannot resume from {self.cfg.resume}: it holds no training state (resume from last.pt)"
             )
         ckpt.check_store(self.store)
+        if self.store.labels and max(self.store.labels) >= ckpt.config.num_classes:
+            raise DataError(
+                f"cannot resume from {self.cfg.resume}: the store now has label {max(self.store.labels)}, "
+                f"the model only {ckpt.config.num_classes} classes (start a new run)"
+            )
         return ckpt
 
     def _build_model(self) -> None:

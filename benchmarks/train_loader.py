@@ -1,0 +1,193 @@
+"""Does the store loader keep the model fed?
+
+Same data in two layouts, measured in one run on this CPU:
+- ours: `StoreLoader` over a Zarr store (2 workers, forkserver, windows of 512 rows);
+- baseline: the seed's `PreextractedDataset` pattern, one `np.load` per stream per video
+  from a folder of `.npy` files, in a `DataLoader` (2 workers, shuffle, batch 32);
+- the model's training step (forward, backward, AdamW) at the seed size (hidden 256,
+  2560-d features, 100 classes, T=16), batch 32.
+
+Rows: `loader` = store loader vs `.npy` loader, no augmentation on either (same work);
+`loader + augment` = the store loader as training runs it (augmentation on) vs the same
+`.npy` loader; `model step` = model train-step samples/s (ours) with, as baseline, the
+augmented store loader's samples/s, so ratio = how far the loader outruns the model
+(target: loader >= 5x the model, i.e. ratio <= 0.2, reported as `feed headroom` too).
+Loader rates are steady state: timed from the first batch to the end of the epoch, warm
+page cache, each loader measured alone (training would share the cores).
+
+    python benchmarks/train_loader.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import Row, parser, report  # noqa: E402
+
+from featurestore import StoreSchema, StreamSpec, create_store, open_store  # noqa: E402
+from model import HybridASLModel, ModelConfig  # noqa: E402
+from training import AugmentConfig, Augmenter, StoreLoader  # noqa: E402
+
+T, D, K, CLASSES, BATCH = 16, 2560, 75, 100, 32
+LAYOUT = {"parts": ["pose", "left_hand", "right_hand"], "sizes": [33, 21, 21]}
+
+
+def make_data(root: Path, n: int) -> tuple[str, Path, list[str], list[int]]:
+    """The same n videos as a Zarr store and as a folder of per-video .npy files."""
+    rng = np.random.default_rng(0)
+    schema = StoreSchema(
+        num_frames=T,
+        streams={
+            "gemma": StreamSpec((T, D), "float16"),
+            "landmarks": StreamSpec((T, K, 3), "float32"),
+            "landmark_mask": StreamSpec((T, 3), "bool"),
+        },
+        encoder={"model_id": "bench", "feature_dim": D},
+        landmark_layout=LAYOUT,
+        labels={c: f"g{c}" for c in range(CLASSES)},
+    )
+    url = str(root / "bench.zarr")
+    store = create_store(url, schema)
+    npy = root / "npy"
+    npy.mkdir()
+    ids, labels = [], []
+    with store.writer() as w:
+        for i in range(n):
+            vid, label = f"v{i:06d}", i % CLASSES
+            arrays = {
+                "gemma": rng.standard_normal((T, D), dtype=np.float32).astype(np.float16),
+                "landmarks": rng.uniform(0.2, 0.8, (T, K, 3)).astype(np.float32),
+                "landmark_mask": np.ones((T, 3), bool),
+            }
+            w.put(vid, arrays, label=label, gloss=f"g{label}", split="train")
+            np.save(npy / f"{vid}_gemma.npy", arrays["gemma"])
+            np.save(npy / f"{vid}_landmarks.npy", arrays["landmarks"])
+            ids.append(vid)
+            labels.append(label)
+    return url, npy, ids, labels
+
+
+class PreextractedDataset(Dataset):
+    """The seed's loader: two np.load calls per item, float32 tensors."""
+
+    def __init__(self, ids, labels, folder: Path):
+        self.ids, self.labels, self.folder = ids, labels, folder
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        vid = self.ids[i]
+        gemma = np.load(self.folder / f"{vid}_gemma.npy")
+        landmarks = np.load(self.folder / f"{vid}_landmarks.npy")
+        return {
+            "gemma_features": torch.tensor(gemma, dtype=torch.float32),
+            "landmarks": torch.tensor(landmarks, dtype=torch.float32),
+            "label": torch.tensor(self.labels[i], dtype=torch.long),
+        }
+
+
+def steady_rate(batches, size_of) -> tuple[float, float]:
+    """(samples/s after the first batch, seconds to the first batch)."""
+    start = time.perf_counter()
+    first = None
+    n = 0
+    for batch in batches:
+        if first is None:
+            first = time.perf_counter()
+            continue
+        n += size_of(batch)
+    end = time.perf_counter()
+    return n / max(end - first, 1e-9), first - start
+
+
+def store_rate(url: str, augment: bool, epochs: int) -> tuple[float, float]:
+    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"]) if augment else None
+    loader = StoreLoader(open_store(url), "train", BATCH, num_workers=2, augmenter=aug, seed=0)
+    rates = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        rates.append(steady_rate(loader, lambda b: len(b["ids"])))
+    return max(r for r, _ in rates), rates[0][1]
+
+
+def npy_rate(ids, labels, folder: Path, epochs: int) -> tuple[float, float]:
+    ds = PreextractedDataset(ids, labels, folder)
+    rates = []
+    for _ in range(epochs):
+        dl = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2)
+        rates.append(steady_rate(dl, lambda b: len(b["label"])))
+    return max(r for r, _ in rates), rates[0][1]
+
+
+def model_step_rate(steps: int) -> float:
+    torch.manual_seed(0)
+    model = HybridASLModel(ModelConfig(num_classes=CLASSES, gemma_dim=D, num_frames=T)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gemma = torch.randn(BATCH, T, D).half()
+    lm = torch.rand(BATCH, T, K, 3)
+    mask = torch.ones(BATCH, T, 3, dtype=torch.bool)
+    y = torch.randint(0, CLASSES, (BATCH,))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(gemma, lm, mask), y, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    # The median step: other work on a shared machine only ever adds time.
+    return BATCH / float(np.median(times))
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    n, epochs, steps = (1024, 2, 15) if args.quick else (4096, 3, 60)
+    root = Path(tempfile.mkdtemp(prefix="bench-train-loader-"))
+    try:
+        t0 = time.perf_counter()
+        url, folder, ids, labels = make_data(root, n)
+        print(
+            f"{n} videos (T={T}, D={D} fp16, {K} landmarks) written in {time.perf_counter() - t0:.1f}s; cpu threads {torch.get_num_threads()}"
+        )
+        ours, ours_start = store_rate(url, augment=False, epochs=epochs)
+        ours_aug, _ = store_rate(url, augment=True, epochs=epochs)
+        base, base_start = npy_rate(ids, labels, folder, epochs)
+        model = model_step_rate(steps)
+        print(f"time to first batch: store {ours_start:.2f}s, .npy {base_start:.2f}s")
+        print(
+            f"feed headroom (augmented store loader / model step): {ours_aug / model:.1f}x (target >= 5x)"
+        )
+        rows = [
+            Row("loader", ours, base, ours / base, "samples/s"),
+            Row("loader + augment", ours_aug, base, ours_aug / base, "samples/s"),
+            Row("model step", model, ours_aug, model / ours_aug, "samples/s"),
+        ]
+        report(
+            rows,
+            args.json,
+            "train loader: store (2 workers) vs per-file .npy (2 workers), and the model step",
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
