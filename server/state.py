@@ -117,7 +117,7 @@ def build_state(
     )
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     """Dependency: the loaded state, or 503 while the store and model are not loaded."""
     state = getattr(request.app.state, "serving", None)
     if state is None:

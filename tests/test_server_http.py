@@ -57,6 +57,20 @@ def wait_for_port(proc: subprocess.Popen, timeout: float = 60) -> int:
     raise AssertionError("server did not start:\n" + "".join(seen))
 
 
+def wait_until_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """With several workers uvicorn reports its socket before the workers have loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("workers never became ready:\n" + proc.communicate()[0])
+
+
 def healthcheck(port: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "ASL_PORT": str(port)}
     cmd = [sys.executable, "-m", "server.healthcheck"]
@@ -123,3 +137,37 @@ def test_cli_rejects_bad_settings(served):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "port" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_several_workers_share_settings_and_merge_metrics(served):
+    store, ckpt = served
+    proc = serve(
+        [
+            "--store",
+            store,
+            "--checkpoint",
+            ckpt,
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+            "--no-access-log",
+        ],
+        env={"ASL_UPLOAD_ENABLED": "false", "ASL_BATCH_MAX_SIZE": "5"},
+    )
+    try:
+        port = wait_for_port(proc, timeout=120)
+        wait_until_ready(port, proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            for _ in range(8):  # new connections: the kernel spreads them over the workers
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"video_ids": ["v001"]})
+                assert r.status_code == 200
+            assert c.get("/v1/info").json()["serving"]["batch_max_size"] == 5
+            metrics = c.get("/metrics").text
+        assert (
+            'asl_http_requests_total{method="POST",route="/v1/predict",status="200"} 8.0' in metrics
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -59,7 +59,7 @@ def list_videos(
     summary="One video's metadata",
     responses=error_responses(401, 404, 503),
 )
-def get_video(video_id: str = VIDEO_ID, state: ServingState = Depends(get_state)) -> dict:
+async def get_video(video_id: str = VIDEO_ID, state: ServingState = Depends(get_state)) -> dict:
     e = state.store.entry(known_video(state, video_id))
     return {
         "video_id": e.video_id,
