@@ -74,7 +74,9 @@ class ZarrBackend(Backend):
         key = (segment, stream, mode)
         arr = self._arrays.get(key)
         if arr is None:
-            arr = zarr.open_array(self.store, path=f"segments/{segment}/{stream}", mode=mode)
+            arr = zarr.open_array(
+                self.store, path=f"segments/{segment}/{stream}", mode=mode, zarr_format=3
+            )
             self._arrays[key] = arr
         return arr
 
