@@ -15,6 +15,7 @@ from model import Checkpoint, CheckpointError, load_checkpoint
 
 from .batcher import MicroBatcher
 from .cache import FeatureCache
+from .encoding import float16_text_table
 from .metrics import Metrics
 from .predictor import PredictJob, Predictor, Ranked
 from .settings import Settings
@@ -73,6 +74,7 @@ class ServingState:
     async def start(self) -> None:
         await self.batcher.start()
         self.uploads.start_loading()
+        self.io_executor.submit(float16_text_table)  # the first JSON lookup need not wait
 
     async def stop(self) -> None:
         await self.batcher.stop()

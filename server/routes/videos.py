@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from featurestore import InvalidVideoError, validate_video_id
 
+from ..encoding import json_bytes, npy_bytes
 from ..errors import error_responses
 from ..schemas import FeatureArray, VideoDetail, VideoList
 from ..state import ServingState, get_state
@@ -99,19 +97,8 @@ async def get_features(
         )
     if NPY in request.headers.get("accept", ""):
         return Response(npy_bytes(arr), media_type=NPY)
-    # Text for 40k floats takes tens of ms: off the event loop, so that it does not stall
-    # the lookups and predictions of other clients meanwhile.
+    # Text for 40k floats takes milliseconds: off the event loop, so that it does not
+    # stall the lookups and predictions of other clients meanwhile.
     loop = asyncio.get_running_loop()
     body = await loop.run_in_executor(state.io_executor, json_bytes, arr)
     return Response(body, media_type="application/json")
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def json_bytes(arr: np.ndarray) -> bytes:
-    body = {"shape": list(arr.shape), "dtype": str(arr.dtype), "data": arr.tolist()}
-    return json.dumps(body, separators=(",", ":")).encode()
