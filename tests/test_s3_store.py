@@ -101,3 +101,19 @@ def test_sigkill_mid_write_then_resume_on_s3(store_url):
     assert len(store) == count and store.verify() == []
     assert_videos_equal(store, "v", 3, store.ids(), dim)
     assert {v: (store.entry(v).segment, store.entry(v).block) for v in before} == before
+
+
+def test_cli_reaches_s3_with_storage_option_flags(s3, rng, monkeypatch, capsys):
+    from featurestore.cli import main
+
+    for key in s3.env:
+        monkeypatch.delenv(key, raising=False)
+    url = f"s3://{s3.make_bucket()}/cli.zarr"
+    store = create_store(url, small_schema(), storage_options=s3.storage_options)
+    with store.writer() as w:
+        w.put("v0", random_video(rng), label=2, split="val")
+    flags = [f"--storage-option=endpoint_url={s3.endpoint}", "--storage-option=key=testing",
+             "--storage-option=secret=testing"]  # fmt: skip
+    assert main([*flags, "ls", url]) == 0
+    assert "v0" in capsys.readouterr().out
+    assert main([*flags, "verify", url]) == 0
