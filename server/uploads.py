@@ -2,7 +2,8 @@
 
 Extraction is CPU/GPU heavy and not thread-safe (MediaPipe), so it runs in one dedicated
 thread, never on the event loop; a bounded number of uploads may wait for it, the rest get
-503 at once rather than piling up.
+503 at once rather than piling up. The encoder loads on that same thread when the server
+starts, so an upload that arrives meanwhile waits for the load instead of failing.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class UploadExtractor:
 
     async def extract(self, path: str) -> dict[str, np.ndarray]:
         """Features of one clip as a batch of one, keyed by stream."""
-        if self.status != "ready":
+        # While the encoder loads, uploads queue behind the load on the same thread.
+        if self.status not in ("ready", "loading"):
             raise HTTPException(503, f"video uploads are not available: {self.status}")
         if self._pending >= self.settings.max_pending_uploads:
             raise HTTPException(503, "busy: too many uploads waiting for extraction; retry later")
@@ -111,6 +113,8 @@ class UploadExtractor:
     def _extract_sync(self, path: str) -> dict[str, np.ndarray]:
         from featurestore.extract import DecodeError
 
+        if self._extractor is None:  # the load ran first on this thread, and failed
+            raise HTTPException(503, f"video uploads are not available: {self.status}")
         seconds = clip_seconds(path)
         if seconds > self.settings.max_clip_seconds:
             raise HTTPException(

@@ -3,6 +3,7 @@ upload can be refused."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,30 @@ def test_upload_is_extracted_like_the_store_and_classified(env):
     np.testing.assert_allclose([c["prob"] for c in pred["top_k"]], want_p.numpy(), atol=1e-5)
     t = body["timings"]
     assert t["extract_ms"] > 0 and t["total_ms"] >= t["extract_ms"] + t["predict_ms"]
+
+
+def test_an_upload_during_the_encoder_load_waits_for_it(env):
+    store, ckpt = str(env["root"] / "store.zarr"), str(env["ckpt"])
+    app = create_app(Settings(store=store, checkpoint=ckpt))
+    with TestClient(app) as c:
+        assert c.get("/readyz").json()["upload"] in ("loading", "ready")
+        r = upload(c, env["clips"][0].read_bytes(), headers={})
+        assert r.status_code == 200, r.text
+        assert c.get("/readyz").json()["upload"] == "ready"
+
+
+def test_an_encoder_that_cannot_be_rebuilt_disables_uploads_only(tmp_path, env):
+    schema = upload_schema()
+    other = dataclasses.replace(schema, encoder={**schema.encoder, "weights_sha256": "0" * 64})
+    store = build_store(tmp_path / "store.zarr", n=3, schema=other)
+    ckpt = build_checkpoint(tmp_path / "model.pt", store.schema)
+    app = create_app(Settings(store=str(tmp_path / "store.zarr"), checkpoint=str(ckpt)))
+    with TestClient(app) as c:
+        assert wait_for_uploads(app).startswith("unavailable")
+        r = upload(c, env["clips"][0].read_bytes(), headers={})
+        assert r.status_code == 503 and "encoder fingerprint" in r.json()["detail"]
+        assert c.get("/readyz").status_code == 200  # lookups and id predictions still serve
+        assert c.post("/v1/predict", json={"video_ids": ["v000"]}).status_code == 200
 
 
 def test_upload_needs_the_api_key(env):
