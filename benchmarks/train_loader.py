@@ -131,6 +131,22 @@ def npy_rate(ids, labels, folder: Path, epochs: int) -> tuple[float, float]:
 
 
 def model_step_rate(steps: int) -> float:
+    """The fastest the model consumes samples: best over 1 thread and all threads (on a
+    busy machine, OpenMP spinning can make more threads far slower)."""
+    threads = torch.get_num_threads()
+    rates = {}
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        rates[n] = _model_step_rate(steps)
+    torch.set_num_threads(threads)
+    print(
+        "model step samples/s by torch threads: "
+        + ", ".join(f"{n}: {r:.0f}" for n, r in rates.items())
+    )
+    return max(rates.values())
+
+
+def _model_step_rate(steps: int) -> float:
     torch.manual_seed(0)
     model = HybridASLModel(ModelConfig(num_classes=CLASSES, gemma_dim=D, num_frames=T)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -177,3 +177,29 @@ def test_augmentation_leaves_missing_points_at_zero():
     missing = ~np.repeat(out["landmark_mask"], SIZES, axis=-1)
     assert (out["landmarks"][missing] == 0).all()
     assert out["gemma"].dtype == np.float16 and np.isfinite(out["gemma"]).all()
+
+
+def test_a_window_of_only_unusable_rows_neither_stalls_nor_breaks_resume(store_url, monkeypatch):
+    from featurestore import FeatureStore
+
+    store = open_store(store_url)
+    doomed = set(plan_epoch(store.blocks("train"), 12, seed=7, epoch=0)[1].video_ids)
+    original = FeatureStore.read_block
+
+    def read_block(self, block, streams=None):
+        batch = original(self, block, streams)
+        for i, vid in enumerate(batch.ids):
+            if vid in doomed:
+                batch.arrays["landmarks"][i, 0, 0, 0] = np.inf
+        return batch
+
+    monkeypatch.setattr(FeatureStore, "read_block", read_block)
+    ref = ids_of(loader(store_url))
+    assert len(ref) == 96 - 12 and not doomed & set(ref)
+    for stop_after in range(1, len(ref) // 5 + 1):
+        first = loader(store_url)
+        it = iter(first)
+        done = [v for _ in range(stop_after) for v in next(it)["ids"]]
+        resumed = loader(store_url)
+        resumed.load_state_dict(first.state_dict())
+        assert done + ids_of(resumed) == ref, stop_after

@@ -144,10 +144,9 @@ class StoreLoader:
         for item in self._dataloader():
             if item["skipped"]:
                 self.skipped.update(item["skipped"])
-            if not item["ids"]:
-                self._advance_past(item["window"])
-                continue
-            # Rows of the resume window before this item were consumed before the restart.
+            # An empty window (every row unusable) queues too, so the position never runs
+            # ahead of rows still pending. `base`: rows of the resume window consumed
+            # before the restart.
             item["base"] = (
                 self.dataset.start_offset if item["window"] == self.dataset.start_window else 0
             )
