@@ -333,7 +333,7 @@ def populate_with_ray(
     entries: Iterable[Entry],
     *,
     address: str | None = None,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     gpus_per_worker: float = 0,
     cpus_per_worker: float = 1,
     cpus_per_task: float = 1,
@@ -359,7 +359,8 @@ def populate_with_ray(
     """``populate`` on a Ray cluster: the same store contents, many machines.
 
     ``address``: a Ray cluster (``auto``, ``ray://host:10001``); None starts a local Ray
-    unless one is running. ``num_workers`` encoder actors with ``gpus_per_worker`` GPUs
+    unless one is running. ``num_workers`` encoder actors (default: one per GPU in the
+    cluster when ``gpus_per_worker`` > 0, else 2) with ``gpus_per_worker`` GPUs
     each (device ``cuda`` when > 0); decoding and landmarks run as tasks of
     ``cpus_per_task`` CPUs. Video paths must be readable on every node. ``shard_size``
     (default: the store's block size) videos are committed together; at most two shards
@@ -401,11 +402,16 @@ def populate_with_ray(
             options["runtime_env"] = {"env_vars": env}
         return actor_cls.options(**options).remote(name, store_url, storage_options, extractor)
 
-    summary = RayPopulateSummary(PopulateSummary(), workers=num_workers)
-    pool = _Pool(num_workers, make)
+    summary = RayPopulateSummary(PopulateSummary())
+    pool = None
     try:
+        summary.workers = num_workers or _default_workers(gpus_per_worker)
+        pool = _Pool(summary.workers, make)
         # the workers built the encoder; the driver never loads it
-        schema = ray.get(pool.actors[0].schema.remote(label_map))
+        try:
+            schema = ray.get(pool.actors[0].schema.remote(label_map))
+        except RayActorError as exc:
+            raise RuntimeError(f"the encoder workers could not start: {exc}") from exc
         for fp in ray.get([a.fingerprint.remote() for a in pool.actors[1:]]):
             if fp != schema.encoder:
                 raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
@@ -436,12 +442,25 @@ def populate_with_ray(
     except KeyboardInterrupt:
         summary.run.interrupted = True  # committed shards stay; a rerun does the rest
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
+            summary.worker_restarts = pool.restarts
         if shutdown:
             ray.shutdown()
-    summary.worker_restarts = pool.restarts
     summary.run.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _default_workers(gpus_per_worker: float) -> int:
+    """One encoder actor per GPU of the cluster (per ``gpus_per_worker``); 2 on CPUs."""
+    if gpus_per_worker <= 0:
+        return 2
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus < gpus_per_worker:
+        raise RuntimeError(
+            f"the Ray cluster has {gpus:g} GPUs; a worker asks for {gpus_per_worker:g}"
+        )
+    return int(gpus // gpus_per_worker)
 
 
 def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar, on_shard):
