@@ -16,7 +16,6 @@ each cell runs for a fixed time after a warm-up, so the load is bounded.
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import json
 import os
@@ -295,15 +294,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(server: Server, requests: list[Request], seconds: float, warmup: float, client: str):
-    cells = {}
-    for c in CONCURRENCY:
-        before = cpu_seconds(server.proc.pid)
-        cells[c] = asyncio.run(drive(server.url, requests, c, seconds, warmup, client))
-        cells[c].server_cpu_s = cpu_seconds(server.proc.pid) - before
-    return cells
-
-
 # -- main -----------------------------------------------------------------------------------
 def rows_for(name: str, ours: dict[int, Cell], base: dict[int, Cell]) -> list[Row]:
     rows = []
@@ -320,6 +310,25 @@ def rows_for(name: str, ours: dict[int, Cell], base: dict[int, Cell]) -> list[Ro
     return rows
 
 
+#: (what, ours, baseline): the server configurations each comparison runs against.
+COMPARISONS = (
+    ("lookup npy", "default", "uncached"),
+    ("lookup json", "default", "uncached"),
+    ("predict", "default", "unbatched"),
+)
+SERVERS = {
+    "default": [],  # micro-batching on, 256 MB feature cache: what asl-serve does by default
+    "unbatched": ["--no-micro-batching"],
+    "uncached": ["--cache-mb", "0"],
+}
+
+
+def requests_for(what: str, ids: list[str]) -> list[Request]:
+    if what == "predict":
+        return predictions(ids)
+    return lookups(ids, NPY if what == "lookup npy" else None)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--videos", type=int, help="videos in the store (default 1000; quick 256)")
@@ -331,62 +340,54 @@ def main() -> None:
     warmup = 0.5 if args.quick else 1.5
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
-    results: dict[str, dict[int, Cell]] = {}
-    server_rss: dict[str, float] = {}
+    servers: dict[str, Server] = {}
+    results: dict[tuple[str, str], dict[int, Cell]] = {}
     try:
         store, ckpt = build(tmp, videos)
         ids = [f"v{i:05d}" for i in range(videos)]
-        configs = {
-            "batched": ["--micro-batching"],
-            "unbatched": ["--no-micro-batching"],
-            "uncached": ["--cache-mb", "0"],
-        }
-        for name, flags in configs.items():
-            server = Server(store, ckpt, tmp / f"{name}.log", *flags)
-            try:
-                print(f"[{name}] server at {server.url}", flush=True)
-                check_responses(server.url, ids)
-                run = functools.partial(
-                    measure, server.url, seconds=seconds, warmup=warmup, client=args.client
-                )
-                if name != "uncached":
-                    results[f"predict {name}"] = run(predictions(ids))
-                    print(f"[{name}] {batch_stats(server.url)}", flush=True)
-                if name == "batched":
-                    warm_cache(server.url, ids)
-                if name != "unbatched":
-                    results[f"npy {name}"] = run(lookups(ids, NPY))
-                    results[f"json {name}"] = run(lookups(ids, None))
-                server_rss[name] = server.peak_rss_mib()
-            finally:
-                server.stop()
+        for name, flags in SERVERS.items():
+            servers[name] = Server(store, ckpt, tmp / f"{name}.log", *flags)
+            check_responses(servers[name].url, ids)
+        warm_cache(servers["default"].url, ids)
+        # Ours and its baseline back to back, cell by cell, so that both see the same
+        # machine (other processes come and go on a shared box).
+        for what, ours, base in COMPARISONS:
+            for name in (ours, base):
+                results[(what, name)] = {}
+            for c in CONCURRENCY:
+                for name in (ours, base):
+                    server = servers[name]
+                    before = cpu_seconds(server.proc.pid)
+                    cell = asyncio.run(
+                        drive(server.url, requests_for(what, ids), c, seconds, warmup, args.client)
+                    )
+                    cell.server_cpu_s = cpu_seconds(server.proc.pid) - before
+                    results[(what, name)][c] = cell
+                print(f"{what} c{c}: done", flush=True)
+        for name in ("default", "unbatched"):
+            print(f"[{name}] {batch_stats(servers[name].url)}")
+        rss = {name: s.peak_rss_mib() for name, s in servers.items()}
     finally:
+        for server in servers.values():
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = (
-        rows_for("lookup npy", results["npy batched"], results["npy uncached"])
-        + rows_for("lookup json", results["json batched"], results["json uncached"])
-        + rows_for("predict", results["predict batched"], results["predict unbatched"])
-    )
+    rows = []
+    for what, ours, base in COMPARISONS:
+        rows += rows_for(what, results[(what, ours)], results[(what, base)])
     errors = {k: sum(c.errors for c in v.values()) for k, v in results.items()}
-    ours_err = sum(v for k, v in errors.items() if k.endswith("batched") and "unbatched" not in k)
-    rows.append(
-        Row(
-            "errors",
-            ours_err,
-            errors["predict unbatched"] + errors["npy uncached"] + errors["json uncached"],
-            None,
-            "count",
-        )
-    )
-    rows.append(Row("server peak RSS", server_rss["batched"], server_rss["uncached"], None, "MiB"))
+    ours_errors = sum(n for (what, name), n in errors.items() if name == "default")
+    base_errors = sum(n for (what, name), n in errors.items() if name != "default")
+    rows.append(Row("errors", ours_errors, base_errors, None, "count"))
+    rows.append(Row("server peak RSS", rss["default"], rss["uncached"], None, "MiB"))
     report(
         rows,
         args.json,
         f"serve_load: {videos} videos, {seconds:.0f} s per cell, {args.client} client, "
         f"{os.cpu_count()} CPUs, load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} "
-        f"after; lookups = gemma ({T},{D}) float16; ours = micro-batching + warm cache; "
-        "baseline = unbatched (predict) / cache off (lookups); latency and CPU ratio = baseline/ours",
+        f"after; lookups = gemma ({T},{D}) float16; ours = asl-serve defaults (micro-batching, "
+        "warm 256 MB cache); baseline = --no-micro-batching (predict) / --cache-mb 0 (lookups); "
+        "latency and CPU ratios = baseline/ours",
     )
 
 
