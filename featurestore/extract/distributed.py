@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError, RayError, WorkerCrashedError
 from tqdm import tqdm
 
 from .decode import Clip, DecodeError, decode_clip
@@ -233,8 +233,10 @@ class _EncoderWriter:
             job = Job(entry)
             try:
                 prepared: _Prepared = ray.get(ref)
-            except RayError as exc:  # the task's worker died on every retry
-                prepared = _Prepared(error=f"landmarks: {entry.path}: worker process died ({exc})")
+            except WorkerCrashedError:  # on every retry: a clip that crashes the decoder/Holistic
+                prepared = _Prepared(error=f"worker: {entry.path}: worker process died")
+            except RayError as exc:
+                prepared = _Prepared(error=f"worker: {entry.path}: {type(exc).__name__}: {exc}")
             for stage, s in prepared.seconds.items():
                 seconds[stage] = seconds.get(stage, 0.0) + s
             job.error, job.landmarks, job.mask = prepared.error, prepared.landmarks, prepared.mask
