@@ -10,8 +10,11 @@ processes, the encoder batches the frames of several videos per forward pass, an
 three stages overlap (``featurestore.extract.populate``).
 
 Rows (videos/s; ratio = ours / seed-style): ``decode``, ``landmarks``, ``encoder``,
-``pipeline``; then ``pipeline_vs_slowest_stage`` (target >= 0.8) and MediaPipe's cost
-per frame. Synthetic clips (``featurestore synth``), tiny-random encoder, CPU.
+``pipeline`` (ours without its start-up, reported as ``populate_startup``); then
+``pipeline_vs_slowest_stage`` (target >= 0.8) and MediaPipe's cost per frame.
+Synthetic clips (``featurestore synth``), tiny-random encoder, CPU. Ours and the seed's
+way alternate over ``--rounds`` chunks of the clips, so on a shared machine both see
+the same load.
 
     python benchmarks/extract.py [--quick] [--json FILE] [--clips 64] [--workers N]
     python benchmarks/extract.py --wlasl DIR [--subset nslt_100.json] [--clips N]
@@ -31,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import Row, parser, report  # noqa: E402
@@ -82,41 +86,54 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure_decode(paths, num_frames: int, threads: int) -> tuple[float, float]:
+def interleaved(ours, seed, chunks) -> tuple[float, float]:
+    """Total seconds of ``ours(chunk)`` and ``seed(chunk)`` over the chunks, alternating
+    which goes first: on a shared machine both then see the same load."""
+    total = {"ours": 0.0, "seed": 0.0}
+    for i, chunk in enumerate(chunks):
+        order = [("ours", ours), ("seed", seed)]
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            total[name] += fn(chunk)
+    return total["ours"], total["seed"]
+
+
+def measure_decode(chunks, num_frames: int, threads: int) -> tuple[float, float]:
     with ThreadPoolExecutor(threads) as pool:
-        ours = timed(lambda: list(pool.map(lambda p: decode_clip(p, num_frames), paths)))
-    seed = timed(lambda: [seed_decode(p, num_frames) for p in paths])
-    return len(paths) / ours, len(paths) / seed
+        return interleaved(
+            lambda paths: timed(
+                lambda: list(pool.map(lambda p: decode_clip(p, num_frames), paths))
+            ),
+            lambda paths: timed(lambda: [seed_decode(p, num_frames) for p in paths]),
+            chunks,
+        )
 
 
-def measure_landmarks(clips, workers: int) -> tuple[float, float, float]:
-    with LandmarkPool(workers) as pool:
+def measure_landmarks(chunks, workers: int) -> tuple[float, float]:
+    with LandmarkPool(workers) as pool, LandmarkExtractor() as holistic:
         pool.warm_up()
-        ours = timed(lambda: [f.result() for f in [pool.submit(c) for c in clips]])
-    with LandmarkExtractor() as holistic:
-        holistic.extract(clips[0][:1])  # load the graph outside the timing
-        seed = timed(lambda: [seed_landmarks(holistic, c) for c in clips])
-    ms_per_frame = 1000 * seed / sum(len(c) for c in clips)
-    return len(clips) / ours, len(clips) / seed, ms_per_frame
+        holistic.extract(chunks[0][0][:1])  # load the graph outside the timing
+        return interleaved(
+            lambda clips: timed(lambda: [f.result() for f in [pool.submit(c) for c in clips]]),
+            lambda clips: timed(lambda: [seed_landmarks(holistic, c) for c in clips]),
+            chunks,
+        )
 
 
-def measure_encoder(encoder, clips) -> tuple[float, float]:
-    encoder.encode_videos(clips[:2])  # warm-up
-    videos_per_forward = max(1, encoder.batch_size // len(clips[0]))
-    ours = timed(
-        lambda: [
-            encoder.encode_videos(clips[i : i + videos_per_forward])
-            for i in range(0, len(clips), videos_per_forward)
-        ]
+def measure_encoder(encoder, chunks) -> tuple[float, float]:
+    encoder.encode_videos(chunks[0][:2])  # warm-up
+    per_forward = max(1, encoder.batch_size // len(chunks[0][0]))
+
+    def ours(clips):
+        groups = [clips[i : i + per_forward] for i in range(0, len(clips), per_forward)]
+        return timed(lambda: [encoder.encode_videos(g) for g in groups])
+
+    return interleaved(
+        ours, lambda clips: timed(lambda: [seed_encode(encoder, c) for c in clips]), chunks
     )
-    seed = timed(lambda: [seed_encode(encoder, c) for c in clips])
-    return len(clips) / ours, len(clips) / seed
 
 
-def seed_pipeline(url, entries, encoder, num_frames: int) -> float:
-    """Landmarks script, then Gemma script, each decoding every clip; then one store write."""
-    extractor = ClipExtractor(encoder=encoder, num_frames=num_frames, landmarks=True)
-    store = create_store(url, extractor.schema({0: "x"}))
+def seed_pipeline(store, entries, encoder, num_frames: int) -> float:
+    """Landmarks script, then Gemma script, each decoding every clip; then the writes."""
     start = time.perf_counter()
     landmarks = {}
     with LandmarkExtractor() as holistic:
@@ -128,20 +145,31 @@ def seed_pipeline(url, entries, encoder, num_frames: int) -> float:
             points, mask = landmarks[e.video_id]
             arrays = {"gemma": gemma[e.video_id], "landmarks": points, "landmark_mask": mask}
             w.put(e.video_id, arrays, split=e.split, source={"path": str(e.path)})
-    return len(entries) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def our_pipeline(url, entries, encoder, num_frames: int, workers: int):
-    """populate() with a loaded encoder: (steady videos/s, end-to-end videos/s, summary).
+def measure_pipeline(tmp, chunks, encoder, num_frames: int, workers: int):
+    """populate() with a loaded encoder against the seed's scripts, chunk by chunk.
 
-    Steady excludes the start-up (landmark workers loading MediaPipe, store checks), as
-    the per-stage numbers do; end-to-end includes it."""
-    summary = populate(
-        url, entries, encoder=encoder, num_frames=num_frames, workers=workers, progress=False
+    Ours is timed without its start-up (landmark workers loading MediaPipe, store checks),
+    as the per-stage numbers are; the start-up is reported on its own."""
+    runs = []
+
+    def ours(entries):
+        url = os.path.join(tmp, "ours.zarr")
+        s = populate(
+            url, entries, encoder=encoder, num_frames=num_frames, workers=workers, progress=False
+        )
+        assert s.done == len(entries), s.format()
+        runs.append(s)
+        return s.elapsed_s - s.startup_s
+
+    extractor = ClipExtractor(encoder=encoder, num_frames=num_frames, landmarks=True)
+    seed_store = create_store(os.path.join(tmp, "seed.zarr"), extractor.schema({0: "x"}))
+    ours_s, seed_s = interleaved(
+        ours, lambda entries: seed_pipeline(seed_store, entries, encoder, num_frames), chunks
     )
-    assert summary.done == len(entries), summary.format()
-    steady = summary.done / (summary.elapsed_s - summary.startup_s)
-    return steady, summary.done / summary.elapsed_s, summary
+    return ours_s, seed_s, runs
 
 
 def _entries(args, tmp: str):
@@ -170,8 +198,14 @@ def main() -> None:
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--wlasl", metavar="DIR", help="real clips from a WLASL folder instead")
     p.add_argument("--subset", help="WLASL subset file (with --wlasl)")
+    p.add_argument(
+        "--rounds", type=int, default=4, help="chunks that alternate ours / seed-style runs"
+    )
     args = p.parse_args()
     T, workers = args.num_frames, args.workers
+    # one torch thread for ours and the seed's alike: on 2 shared cores a second OpenMP
+    # thread makes these small forwards several times slower, and populate uses one too
+    torch.set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix="bench-extract-")
     try:
         entries, what = _entries(args, tmp)
@@ -182,33 +216,39 @@ def main() -> None:
         encoder = load_encoder("tiny-random")
         decoded = [decode_clip(p, T).frames for p in paths]
         decode_threads = max(2, min(8, (os.cpu_count() or 1) // 4))
+        n = len(entries)
 
-        dec = measure_decode(paths, T, decode_threads)
-        print(f"decode     ours {dec[0]:8.1f}  seed-style {dec[1]:8.1f} videos/s")
-        enc = measure_encoder(encoder, decoded)
-        print(f"encoder    ours {enc[0]:8.1f}  seed-style {enc[1]:8.1f} videos/s")
-        lm = measure_landmarks(decoded, workers)
-        print(f"landmarks  ours {lm[0]:8.2f}  seed-style {lm[1]:8.2f} videos/s")
-        ours, ours_e2e, summary = our_pipeline(
-            os.path.join(tmp, "ours.zarr"), entries, encoder, T, workers
-        )
-        busy = {k: round(v, 1) for k, v in summary.stage_seconds.items()}
-        print(
-            f"pipeline   ours {ours:8.2f} videos/s steady, {ours_e2e:.2f} with "
-            f"{summary.startup_s:.1f}s start-up (stage busy s: {busy})"
-        )
-        seed = seed_pipeline(os.path.join(tmp, "seed.zarr"), entries, encoder, T)
-        print(f"pipeline   seed-style {seed:8.2f} videos/s")
+        def split(items):
+            bounds = np.array_split(np.arange(n), min(args.rounds, n))
+            return [[items[i] for i in chunk] for chunk in bounds]
 
-        slowest = min(dec[0], enc[0], lm[0])
+        results = {}
+        results["decode"] = measure_decode(split(paths), T, decode_threads)
+        results["encoder"] = measure_encoder(encoder, split(decoded))
+        results["landmarks"] = measure_landmarks(split(decoded), workers)
+        for name, (o, b) in results.items():
+            print(f"{name:<10} ours {n / o:8.2f}  seed-style {n / b:8.2f} videos/s")
+        ours_s, seed_s, runs = measure_pipeline(tmp, split(entries), encoder, T, workers)
+        busy = {}
+        for run in runs:
+            for k, v in run.stage_seconds.items():
+                busy[k] = round(busy.get(k, 0) + v, 1)
+        startup = float(np.mean([r.startup_s for r in runs]))
+        print(f"pipeline   ours {n / ours_s:8.2f}  seed-style {n / seed_s:8.2f} videos/s")
+        print(f"           start-up per run {startup:.1f}s; stage busy seconds {busy}")
+
+        rate = {k: (n / o, n / b) for k, (o, b) in results.items()}
+        slowest = min(r[0] for r in rate.values())
+        lm_ms = 1000 * results["landmarks"][1] / (n * T)
         rows = [
-            Row("decode", dec[0], dec[1], dec[0] / dec[1], "videos/s"),
-            Row("landmarks", lm[0], lm[1], lm[0] / lm[1], "videos/s"),
-            Row("encoder", enc[0], enc[1], enc[0] / enc[1], "videos/s"),
-            Row("pipeline", ours, seed, ours / seed, "videos/s"),
-            Row("pipeline_with_startup", ours_e2e, seed, ours_e2e / seed, "videos/s"),
-            Row("pipeline_vs_slowest_stage", ours / slowest, None, None, "fraction"),
-            Row("mediapipe_ms_per_frame", lm[2], None, None, "ms/frame"),
+            Row(k, rate[k][0], rate[k][1], rate[k][0] / rate[k][1], "videos/s")
+            for k in ("decode", "landmarks", "encoder")
+        ]
+        rows += [
+            Row("pipeline", n / ours_s, n / seed_s, seed_s / ours_s, "videos/s"),
+            Row("pipeline_vs_slowest_stage", (n / ours_s) / slowest, None, None, "fraction"),
+            Row("populate_startup", startup, None, None, "s"),
+            Row("mediapipe_ms_per_frame", lm_ms, None, None, "ms/frame"),
         ]
         report(rows, args.json, f"extraction ({what}, tiny-random, CPU)")
     finally:

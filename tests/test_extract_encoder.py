@@ -19,9 +19,9 @@ tiny_encoder = conftest_extract.tiny_encoder  # the session fixture
 TINY_SHA = "5ecb002743a68967aa0479a983777bd0a8313c54b7264a23c0fb25542c727d09"
 GOLDEN = np.array(
     [
-        [0.124399, 0.030041, -0.098785, 0.048692],
-        [-0.000221, 0.038803, 0.082319, -0.005787],
-        [0.003465, 0.043, 0.024842, 0.010092],
+        [1.249776e-01, 2.973576e-02, -9.888164e-02, 4.928720e-02],
+        [-8.320622e-05, 3.829350e-02, 8.288766e-02, -5.330263e-03],
+        [3.798565e-03, 4.255087e-02, 2.447098e-02, 9.581860e-03],
     ]
 )
 
@@ -102,7 +102,9 @@ def test_preprocessing_matches_gemma3_image_processor(tiny_encoder):
     )["pixel_values"]
     ours = tiny_encoder.preprocess(img[None])
     assert ours.shape == reference.shape
-    assert (ours - reference).abs().max() < 0.02  # within ~2/255 of PIL's bilinear
+    diff = (ours - reference).abs()
+    assert diff.max() <= 2 / 255 + 1e-6  # at most one grey level (uint8 rounding) ...
+    assert (diff > 1e-6).float().mean() < 0.05  # ... on a few percent of the values
 
 
 def test_frozen_and_in_eval_mode(tiny_encoder):

@@ -135,16 +135,22 @@ class GemmaEncoder:
         return self.preprocess_spec.image_size
 
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalised (N, 3, S, S) on the encoder's device and dtype."""
-        x = torch.as_tensor(frames).to(self.device, non_blocking=True)
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"expected frames (N, H, W, 3), got {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).float()
+        """uint8 (N, H, W, 3) -> normalised (N, 3, S, S) on the encoder's device and dtype.
+
+        On CPU the resize runs on uint8 (channels-last): exactly PIL's bilinear result, as
+        Gemma 3's image processor computes it, and about 15x faster than in float.
+        """
+        x = torch.as_tensor(frames)
+        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 frames (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         size = self.preprocess_spec.image_size
         if x.shape[-2:] != (size, size):
+            if self.device.type != "cpu":
+                x = x.float()
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        x = x * self.preprocess_spec.rescale
-        return ((x - self._mean) / self._std).to(self.dtype)
+        x = x.float() * self.preprocess_spec.rescale
+        return ((x - self._mean) / self._std).to(self.dtype).contiguous()
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
