@@ -49,7 +49,11 @@ def stores(tmp_path_factory):
 def test_training_from_s3_matches_training_from_disk(stores, tmp_path):
     local, remote = stores
     one = train(TrainConfig(store=local, out=str(tmp_path / "local"), workers=0, **ARGS))
-    two = train(TrainConfig(store=remote, out=str(tmp_path / "s3"), workers=1, **ARGS))
+    # explicit options travel with the pickled store into the DataLoader worker; environment
+    # variables set in this process after a forkserver started would not reach it
+    opts = shared_s3_server().storage_options
+    two = train(TrainConfig(store=remote, out=str(tmp_path / "s3"), workers=1,
+                            storage_options=opts, **ARGS))  # fmt: skip
     assert two["global_step"] == one["global_step"] > 0
     assert two["train_samples"] == one["train_samples"] == 24
     assert two["val_samples"] == one["val_samples"] == 12
