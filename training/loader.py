@@ -22,8 +22,10 @@ class StoreLoader:
     per stream (store dtypes, on the CPU).
 
     The order depends on (seed, epoch, world size), not on `num_workers`. Workers start
-    with `mp_context` (default forkserver: no parent threads or file handles are
-    inherited, and preloaded imports keep start-up quick).
+    once, with `mp_context` (default forkserver: no parent threads or file handles are
+    inherited, and preloaded imports keep start-up quick), and persist across epochs.
+    Memory stays near workers x prefetch_factor x window_rows rows, whatever the store's
+    size. Iterate it once at a time: a new iteration restarts the workers' stream.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class StoreLoader:
             multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
         self.epoch = 0
         self._window, self._offset = 0, 0
+        self._loader: DataLoader | None = None
         self.skipped: dict[str, str] = {}
         """Rows dropped this epoch (id -> reason), as reported by the workers."""
 
@@ -117,15 +120,20 @@ class StoreLoader:
 
     # -- iteration ---------------------------------------------------------------------
     def _dataloader(self) -> DataLoader:
-        self.dataset.epoch = self.epoch
-        self.dataset.start_window, self.dataset.start_offset = self._window, self._offset
+        """One DataLoader for the loader's life: its workers persist across epochs (no
+        per-epoch start-up) and read each epoch's position from shared memory."""
+        if self._loader is not None:
+            return self._loader
         kwargs = {}
         if self.num_workers > 0:
+            ctx = multiprocessing.get_context(self.mp_context)
+            self.dataset.share_position(ctx)
             kwargs = {
-                "multiprocessing_context": self.mp_context,
+                "multiprocessing_context": ctx,
                 "prefetch_factor": self.prefetch_factor,
+                "persistent_workers": True,
             }
-        return DataLoader(
+        self._loader = DataLoader(
             self.dataset,
             batch_size=None,
             num_workers=self.num_workers,
@@ -135,21 +143,23 @@ class StoreLoader:
             generator=torch.Generator().manual_seed(self.dataset.seed),
             **kwargs,
         )
+        return self._loader
 
     def __iter__(self):
         if self._window == 0 and self._offset == 0:
             self.skipped = {}
         pending: list[dict] = []  # windows not yet fully handed out, oldest first
         count = 0
-        for item in self._dataloader():
+        dataloader = self._dataloader()
+        start, offset = self._window, self._offset
+        self.dataset.set_position(self.epoch, start, offset)
+        for item in dataloader:
             if item["skipped"]:
                 self.skipped.update(item["skipped"])
             # An empty window (every row unusable) queues too, so the position never runs
             # ahead of rows still pending. `base`: rows of the resume window consumed
             # before the restart.
-            item["base"] = (
-                self.dataset.start_offset if item["window"] == self.dataset.start_window else 0
-            )
+            item["base"] = offset if item["window"] == start else 0
             pending.append(item)
             count += len(item["ids"])
             while count >= self.batch_size:
