@@ -199,9 +199,12 @@ def main() -> None:
     p.add_argument("--wlasl", metavar="DIR", help="real clips from a WLASL folder instead")
     p.add_argument("--subset", help="WLASL subset file (with --wlasl)")
     p.add_argument(
-        "--rounds", type=int, default=4, help="chunks that alternate ours / seed-style runs"
+        "--rounds",
+        type=int,
+        help="chunks that alternate ours and seed-style runs (default 4; quick 2)",
     )
     args = p.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 4)
     T, workers = args.num_frames, args.workers
     # one torch thread for ours and the seed's alike: on 2 shared cores a second OpenMP
     # thread makes these small forwards several times slower, and populate uses one too
