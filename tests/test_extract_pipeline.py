@@ -55,7 +55,7 @@ def test_in_flight_videos_are_bounded(tmp_path):
     for _ in pipeline.run(entries):
         seen += 1
         time.sleep(0.2)  # a slow writer: unbounded stages would pile up finished videos
-        assert pipeline._done.qsize() <= 1  # 2 in flight, one of them just handed over
+        assert pipeline._done.qsize() <= 2  # never more than max_inflight waiting
     assert seen == len(entries)
 
 
