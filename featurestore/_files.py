@@ -75,7 +75,8 @@ class Files:
             keys = []
             for dirpath, _, names in os.walk(base):
                 rel = os.path.relpath(dirpath, self.root)
-                keys += [posixpath.join(*rel.split(os.sep), n) for n in names]
+                parts = [] if rel == os.curdir else rel.split(os.sep)
+                keys += [posixpath.join(*parts, n) for n in names]
         return sorted(k for k in keys if not k.endswith(".partial"))
 
     def delete(self, prefix: str) -> None:

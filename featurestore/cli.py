@@ -104,8 +104,16 @@ def _storage_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"featurestore: --storage-option expects key=value, got {pair!r}")
-        opts[key] = value
+        opts[key] = _option_value(value)
     return opts
+
+
+def _option_value(text: str):
+    """``true``/``false``/numbers become JSON values so ``anon=false`` means False."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:

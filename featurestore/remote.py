@@ -70,7 +70,7 @@ def mirror(url: str, cache_dir: str, storage_options: dict | None = None) -> Mir
     path = cache_path(url, cache_dir)
     local = Files(path)
     wanted = [k for k in remote.list("") if k != META_KEY]
-    have = {posixpath.normpath(k) for k in local.list("")} - {META_KEY}  # local: "./zarr.json"
+    have = {posixpath.normpath(k) for k in local.list("")} - {META_KEY}
     missing = [k for k in wanted if k not in have]
     commits = [k for k in missing if k.startswith(f"{COMMITS}/")]
     data = [k for k in missing if not k.startswith(f"{COMMITS}/")]
