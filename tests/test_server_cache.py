@@ -66,7 +66,9 @@ def test_lookups_and_predictions_are_the_same_with_or_without_cache(tmp_path, ca
     expected = FeatureStore(str(tmp_path / "store.zarr")).get("v002").arrays["landmarks"]
     with TestClient(create_app(settings)) as c:
         first = [c.get("/v1/videos/v002/features/landmarks").json() for _ in range(3)]
-        preds = [c.post("/v1/predict", json={"video_ids": ["v002", "v003"]}).json() for _ in range(2)]
+        preds = [
+            c.post("/v1/predict", json={"video_ids": ["v002", "v003"]}).json() for _ in range(2)
+        ]
         cache = c.get("/v1/info").json()["serving"]["cache"]
     for body in first:
         np.testing.assert_array_equal(np.array(body["data"], dtype="float32"), expected)
