@@ -13,8 +13,8 @@ Rows: `loader` = store loader vs `.npy` loader, no augmentation on either (same 
 augmented store loader's samples/s, so ratio = how far the loader outruns the model
 (target: loader >= 5x the model, i.e. ratio <= 0.2, reported as `feed headroom` too).
 Loader rates: whole epochs (worker start included), best of the epochs after the first
-(whose one-off start-up is reported apart), warm page cache, each loader measured alone
-(training would share the cores).
+(whose one-off start-up is reported apart), loaders taking turns epoch by epoch, warm
+page cache, each loader running alone (training would share the cores).
 
     python benchmarks/train_loader.py [--quick] [--json FILE]
 """
@@ -98,40 +98,51 @@ class PreextractedDataset(Dataset):
         }
 
 
-def epoch_rates(make_batches, size_of, epochs: int) -> tuple[float, float]:
-    """(best whole-epoch samples/s over epochs after the first, seconds to the first
-    batch of the first epoch). Each epoch's time includes starting its workers; the
-    first epoch also pays one-off start-up (the forkserver's imports), reported apart."""
-    rates, first_batch = [], None
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        n = 0
-        for batch in make_batches(epoch):
-            if first_batch is None:
-                first_batch = time.perf_counter() - start
-            n += size_of(batch)
-        rates.append(n / (time.perf_counter() - start))
-    return max(rates[1:] or rates), first_batch
+def timed_epoch(batches, size_of) -> tuple[float, float]:
+    """(samples/s over the whole epoch, worker start included; seconds to the first batch)."""
+    start, first, n = time.perf_counter(), None, 0
+    for batch in batches:
+        if first is None:
+            first = time.perf_counter() - start
+        n += size_of(batch)
+    return n / (time.perf_counter() - start), first
 
 
-def store_rate(url: str, augment: bool, epochs: int) -> tuple[float, float]:
-    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"]) if augment else None
-    loader = StoreLoader(open_store(url), "train", BATCH, num_workers=2, augmenter=aug, seed=0)
+def loader_rates(
+    url: str, ids, labels, folder: Path, epochs: int
+) -> dict[str, tuple[float, float]]:
+    """Best samples/s of each loader over epochs 1.. and its first epoch's time to first
+    batch (one-off start-up: the forkserver's imports). Loaders take turns epoch by epoch
+    so that load from elsewhere on the machine hits them alike."""
+    store = open_store(url)
+    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"])
+    ours = StoreLoader(store, "train", BATCH, num_workers=2, seed=0)
+    ours_aug = StoreLoader(store, "train", BATCH, num_workers=2, augmenter=aug, seed=0)
+    npy = PreextractedDataset(ids, labels, folder)
 
-    def batches(epoch):
+    def store_epoch(loader, epoch):
         loader.set_epoch(epoch)
-        return loader
+        return timed_epoch(loader, lambda b: len(b["ids"]))
 
-    return epoch_rates(batches, lambda b: len(b["ids"]), epochs)
-
-
-def npy_rate(ids, labels, folder: Path, epochs: int) -> tuple[float, float]:
-    ds = PreextractedDataset(ids, labels, folder)
-
-    def batches(epoch):
-        return DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2)
-
-    return epoch_rates(batches, lambda b: len(b["label"]), epochs)
+    runs = {
+        "store": lambda e: store_epoch(ours, e),
+        "store+augment": lambda e: store_epoch(ours_aug, e),
+        # the seed's way: a fresh DataLoader (fork, 2 workers, shuffle) each epoch
+        "npy": lambda e: timed_epoch(
+            DataLoader(npy, batch_size=BATCH, shuffle=True, num_workers=2),
+            lambda b: len(b["label"]),
+        ),
+    }
+    rates = {name: [] for name in runs}
+    first = {}
+    for epoch in range(epochs):
+        for name, run in runs.items():
+            rate, first_batch = run(epoch)
+            if epoch == 0:
+                first[name] = first_batch
+            else:
+                rates[name].append(rate)
+    return {name: (max(r), first[name]) for name, r in rates.items()}
 
 
 def model_step_rate(steps: int) -> float:
@@ -179,7 +190,7 @@ def _model_step_rate(steps: int) -> float:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    n, epochs, steps = (2048, 3, 15) if args.quick else (8192, 3, 60)
+    n, epochs, steps = (2048, 4, 15) if args.quick else (8192, 4, 60)
     root = Path(tempfile.mkdtemp(prefix="bench-train-loader-"))
     try:
         t0 = time.perf_counter()
@@ -187,9 +198,10 @@ def main() -> None:
         print(
             f"{n} videos (T={T}, D={D} fp16, {K} landmarks) written in {time.perf_counter() - t0:.1f}s; cpu threads {torch.get_num_threads()}"
         )
-        ours, ours_start = store_rate(url, augment=False, epochs=epochs)
-        ours_aug, _ = store_rate(url, augment=True, epochs=epochs)
-        base, base_start = npy_rate(ids, labels, folder, epochs)
+        measured = loader_rates(url, ids, labels, folder, epochs)
+        (ours, ours_start), (ours_aug, _), (base, base_start) = (
+            measured[k] for k in ("store", "store+augment", "npy")
+        )
         model = model_step_rate(steps)
         print(f"time to first batch: store {ours_start:.2f}s, .npy {base_start:.2f}s")
         print(

@@ -278,6 +278,7 @@ class Trainer:
             "best_top1": self.best_top1,
             "bad_epochs": self.bad_epochs,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else None,
         }
 
     def _restore(self, ckpt) -> None:
@@ -294,6 +295,8 @@ class Trainer:
         self.best_top1, self.bad_epochs = s["best_top1"], s["bad_epochs"]
         self.train_loader.load_state_dict(s["loader"])
         torch.set_rng_state(s["torch_rng"])
+        if s.get("cuda_rng") is not None and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(s["cuda_rng"])
         self.history = [
             h for h in read_jsonl(self.out / "metrics.jsonl") if h["epoch"] < self.epoch
         ]
