@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -91,8 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(settings, store=store, checkpoint=checkpoint), **common)
     else:
         # Workers are separate processes: metrics are merged through files.
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="asl-metrics-"))
-        uvicorn.run("server.app:app_from_env", factory=True, workers=settings.workers, **common)
+        own_dir = None
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            own_dir = tempfile.mkdtemp(prefix="asl-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+        try:
+            uvicorn.run("server.app:app_from_env", factory=True, workers=settings.workers, **common)
+        finally:
+            if own_dir:
+                shutil.rmtree(own_dir, ignore_errors=True)
     return 0
 
 

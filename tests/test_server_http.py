@@ -140,8 +140,10 @@ def test_cli_rejects_bad_settings(served):
 
 
 @pytest.mark.slow
-def test_several_workers_share_settings_and_merge_metrics(served):
+def test_several_workers_share_settings_and_merge_metrics(served, tmp_path):
     store, ckpt = served
+    metrics_dir = tmp_path / "tmp"  # where the CLI makes its merged-metrics folder
+    metrics_dir.mkdir()
     proc = serve(
         [
             "--store",
@@ -154,7 +156,7 @@ def test_several_workers_share_settings_and_merge_metrics(served):
             "2",
             "--no-access-log",
         ],
-        env={"ASL_UPLOAD_ENABLED": "false", "ASL_BATCH_MAX_SIZE": "5"},
+        env={"ASL_UPLOAD_ENABLED": "false", "ASL_BATCH_MAX_SIZE": "5", "TMPDIR": str(metrics_dir)},
     )
     try:
         port = wait_for_port(proc, timeout=120)
@@ -165,9 +167,11 @@ def test_several_workers_share_settings_and_merge_metrics(served):
                 assert r.status_code == 200
             assert c.get("/v1/info").json()["serving"]["batch_max_size"] == 5
             metrics = c.get("/metrics").text
+        assert [p.name[:12] for p in metrics_dir.iterdir()] == ["asl-metrics-"]
         assert (
             'asl_http_requests_total{method="POST",route="/v1/predict",status="200"} 8.0' in metrics
         )
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+    assert not list(metrics_dir.iterdir()), "the merged-metrics folder was left behind"
