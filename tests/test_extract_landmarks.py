@@ -82,9 +82,9 @@ def test_bad_frames_raise():
 def test_pool_matches_in_process_results(extractor, synth_frames):
     expected = extractor.extract(synth_frames)
     with LandmarkPool(1) as pool:
-        points, mask, seconds = pool.submit(synth_frames).result(timeout=120)
+        points, mask, seconds, cpu = pool.submit(synth_frames).result(timeout=120)
     assert np.array_equal(points, expected[0]) and np.array_equal(mask, expected[1])
-    assert seconds > 0
+    assert seconds > 0 and cpu > 0
 
 
 def test_face_subset_adds_a_part(synth_frames):

@@ -51,6 +51,10 @@ class PopulateSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     """Busy time per stage (decode, landmarks summed over workers, encoder, write)."""
     frames_encoded: int = 0
+    cpu_s: float = 0.0
+    """CPU time of the run after start-up: this process (all its threads) plus the
+    landmark workers' time on clips. Unlike wall time it does not grow when other
+    programs share the cores."""
 
     @property
     def failed_by_reason(self) -> dict[str, int]:
@@ -73,6 +77,7 @@ class PopulateSummary:
             "interrupted": self.interrupted,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "frames_encoded": self.frames_encoded,
+            "cpu_s": round(self.cpu_s, 3),
         }
 
     def format(self) -> str:
@@ -180,11 +185,13 @@ def populate(
                 pool.warm_up()
             bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1)
             summary.startup_s = time.perf_counter() - started
+            cpu_start = time.process_time()
             threads_for_decode = decode_threads or max(2, min(8, cpus // 4))
             pipeline = Pipeline(num_frames, extractor.encoder, pool, threads_for_decode)
             _drain(pipeline, todo, writer, summary, bar, extractor)
             summary.stage_seconds.update(pipeline.stage_seconds)
             summary.frames_encoded = pipeline.frames_encoded
+            summary.cpu_s = time.process_time() - cpu_start + pipeline.worker_cpu_seconds
     except KeyboardInterrupt:
         summary.interrupted = True  # the writer's exit above committed what was complete
     finally:

@@ -156,10 +156,10 @@ def _init_worker(face: bool, model_complexity: int, parent_pid: int) -> None:
     _worker = LandmarkExtractor(face=face, model_complexity=model_complexity)
 
 
-def _extract_in_worker(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    start = time.perf_counter()
+def _extract_in_worker(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
     points, mask = _worker.extract(frames)
-    return points, mask, time.perf_counter() - start
+    return points, mask, time.perf_counter() - start, time.process_time() - cpu
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -175,7 +175,8 @@ def _context() -> multiprocessing.context.BaseContext:
 class LandmarkPool:
     """``workers`` processes, each with its own Holistic.
 
-    ``submit(frames)`` returns a Future of ``(landmarks, mask, seconds spent in the worker)``.
+    ``submit(frames)`` returns a Future of ``(landmarks, mask, wall seconds, CPU seconds)``
+    spent on the clip in the worker (CPU counts MediaPipe's own threads too).
     """
 
     def __init__(self, workers: int, face: bool = False, model_complexity: int = 1):

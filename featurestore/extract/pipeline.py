@@ -78,6 +78,8 @@ class Pipeline:
         self.max_inflight = max_inflight or (2 * workers + 2 * batch_videos + decode_threads)
         self.stage_seconds: dict[str, float] = defaultdict(float)
         self.frames_encoded = 0
+        self.worker_cpu_seconds = 0.0
+        """CPU time the landmark workers spent on this run's clips."""
         self._decode_threads = decode_threads
         self._slots = threading.Semaphore(self.max_inflight)
         self._done: queue.Queue[Job] = queue.Queue()
@@ -127,8 +129,10 @@ class Pipeline:
         if future.cancelled():
             return self._finish_part(job, "cancelled: run interrupted")
         try:
-            job.landmarks, job.mask, seconds = future.result()
+            job.landmarks, job.mask, seconds, cpu = future.result()
             self._add_time("landmarks", seconds)
+            with self._lock:
+                self.worker_cpu_seconds += cpu
         except BrokenProcessPool:
             return self._finish_part(job, f"landmarks: {job.entry.path}: worker process died")
         except Exception as exc:
