@@ -43,5 +43,7 @@ def report(rows: list[Row], json_path: str | None, title: str) -> None:
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"rows": [asdict(r) for r in rows], "peak_rss_mib": peak_rss_mib()}, f, indent=1)
+            json.dump(
+                {"rows": [asdict(r) for r in rows], "peak_rss_mib": peak_rss_mib()}, f, indent=1
+            )
     sys.stdout.flush()

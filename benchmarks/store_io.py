@@ -64,7 +64,10 @@ def write_store(url: str, videos: dict) -> float:
 
 
 def npy_get(folder: str, vid: str) -> dict:
-    return {n: np.load(os.path.join(folder, f"{vid}_{n}.npy")) for n in ("gemma", "landmarks", "landmark_mask")}
+    return {
+        n: np.load(os.path.join(folder, f"{vid}_{n}.npy"))
+        for n in ("gemma", "landmarks", "landmark_mask")
+    }
 
 
 def latencies(fn, ids: list[str]) -> tuple[float, float]:
@@ -123,7 +126,9 @@ def main() -> None:
         os.makedirs(npy_dir)
         t_npy = write_npy(npy_dir, videos)
         ids = list(videos)
-        pick = [ids[i] for i in np.random.default_rng(1).integers(0, n, 300 if args.quick else 1000)]
+        pick = [
+            ids[i] for i in np.random.default_rng(1).integers(0, n, 300 if args.quick else 1000)
+        ]
         for _ in range(2):  # warm
             latencies(lambda v: npy_get(npy_dir, v), pick[:50])
         npy_p50, npy_p99 = latencies(lambda v: npy_get(npy_dir, v), pick)
@@ -142,16 +147,32 @@ def main() -> None:
                 Row(f"{backend} write", n / t_w, n / t_npy, t_npy / t_w, "videos/s"),
                 Row(f"{backend} get p50", p50, npy_p50, npy_p50 / p50, "ms"),
                 Row(f"{backend} get p99", p99, npy_p99, npy_p99 / p99, "ms"),
-                Row(f"{backend} stream", n / t_s, n / t_npy_stream, t_npy_stream / t_s, "samples/s"),
-                Row(f"{backend} stream GB/s", nbytes / t_s / 1e9, nbytes / t_npy_stream / 1e9,
-                    t_npy_stream / t_s, "GB/s"),
-                Row(f"{backend} stream vs mem", nbytes / t_s / 1e9, nbytes / t_mem / 1e9, t_mem / t_s,
-                    "GB/s (baseline = in-memory copy)"),
+                Row(
+                    f"{backend} stream", n / t_s, n / t_npy_stream, t_npy_stream / t_s, "samples/s"
+                ),
+                Row(
+                    f"{backend} stream GB/s",
+                    nbytes / t_s / 1e9,
+                    nbytes / t_npy_stream / 1e9,
+                    t_npy_stream / t_s,
+                    "GB/s",
+                ),
+                Row(
+                    f"{backend} stream vs mem",
+                    nbytes / t_s / 1e9,
+                    nbytes / t_mem / 1e9,
+                    t_mem / t_s,
+                    "GB/s (baseline = in-memory copy)",
+                ),
             ]
             shutil.rmtree(url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report(rows, args.json, f"store_io: {n} videos of ({T},{D}) float16 + ({T},{K},3) float32, {nbytes / 1e6:.0f} MB")
+    report(
+        rows,
+        args.json,
+        f"store_io: {n} videos of ({T},{D}) float16 + ({T},{K},3) float32, {nbytes / 1e6:.0f} MB",
+    )
 
 
 if __name__ == "__main__":
