@@ -63,34 +63,57 @@ def _populate(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
     entries, labels = _entries(args)
+    common = dict(
+        encoder=None if args.no_encoder else args.encoder,
+        num_frames=args.num_frames,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        landmarks=not args.no_landmarks,
+        progress=not args.quiet,
+        labels=labels,
+        face=args.face,
+        pooling=args.pooling,
+        flash_attention=args.flash_attention,
+        revision=args.revision,
+        storage_options=getattr(args, "storage_options", None) or None,
+    )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        summary = populate(
-            args.store,
-            entries,
-            encoder=None if args.no_encoder else args.encoder,
-            num_frames=args.num_frames,
-            device=args.device,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            limit=args.limit,
-            landmarks=not args.no_landmarks,
-            progress=not args.quiet,
-            labels=labels,
-            face=args.face,
-            pooling=args.pooling,
-            flash_attention=args.flash_attention,
-            revision=args.revision,
-            commit_every=args.commit_every,
-            storage_options=getattr(args, "storage_options", None) or None,
-        )
+        if args.ray:
+            summary = _populate_ray(args, entries, common)
+        else:
+            summary = populate(
+                args.store,
+                entries,
+                device=args.device,
+                workers=args.workers,
+                commit_every=args.commit_every,
+                **common,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary.format(), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=1))
-    return 130 if summary.interrupted else 0
+    return 130 if getattr(summary, "interrupted", False) else 0
+
+
+def _populate_ray(args, entries, common):
+    """The same run on a Ray cluster: encoder actors each own a segment of the store."""
+    from .distributed import populate_with_ray
+
+    return populate_with_ray(
+        args.store,
+        entries,
+        address=None if args.ray == "local" else args.ray,
+        num_workers=args.num_workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_task=args.cpus_per_task,
+        device="cuda" if args.gpus_per_worker else args.device,
+        shard_size=args.commit_every,
+        **common,
+    )
 
 
 def add_subcommands(sub) -> None:
@@ -160,4 +183,19 @@ def add_subcommands(sub) -> None:
     p.add_argument("--commit-every", type=int, help="commit every N videos (default: every block)")
     p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray (pip install '.[ray]'; see docs/scale-out.md)")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray: a cluster address (auto, ray://host:10001) or, bare, a local Ray",
+    )
+    ray.add_argument(
+        "--num-workers", type=int, help="encoder actors (default: one per GPU, else 2)"
+    )
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per encoder actor")
+    ray.add_argument(
+        "--cpus-per-task", type=float, default=1, help="CPUs per decode+landmarks task"
+    )
     p.set_defaults(func=_populate)
