@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"checkpoint  {best}")
     print(f"plots       {run_dir}/*.png, confusion matrix in {eval_dir}")
     print(f"time        {time.time() - t0:.0f} s")
-    print("next        featurestore info " + str(store))
+    print(f"next        source {BIN}/activate")
+    print("            featurestore info " + str(store))
     print(
         f"            asl-serve --store {store} --checkpoint {best}   # then open http://127.0.0.1:8000/docs"
     )
