@@ -18,6 +18,27 @@ class Row:
     unit: str
 
 
+T, D, K = 16, 2560, 75  # gemma-3-4b features, Holistic pose + both hands
+LAYOUT = {"parts": ["pose", "left_hand", "right_hand"], "sizes": [33, 21, 21]}
+
+
+def real_size_schema(labels: dict[int, str], model_id: str = "bench"):
+    """The schema of a gemma-3-4b store (T=16, D=2560, 75 landmarks), shared by the benchmarks."""
+    from featurestore import StoreSchema, StreamSpec
+
+    return StoreSchema(
+        num_frames=T,
+        streams={
+            "gemma": StreamSpec((T, D), "float16"),
+            "landmarks": StreamSpec((T, K, 3), "float32"),
+            "landmark_mask": StreamSpec((T, 3), "bool"),
+        },
+        encoder={"model_id": model_id, "feature_dim": D},
+        landmark_layout=LAYOUT,
+        labels=labels,
+    )
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes, about a minute")

@@ -32,13 +32,13 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, parser, report  # noqa: E402
+from common import LAYOUT, D, K, Row, T, parser, real_size_schema, report  # noqa: E402
 
-from featurestore import StoreSchema, StreamSpec, create_store  # noqa: E402
+from featurestore import create_store  # noqa: E402
 from model import HybridASLModel, ModelConfig, save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-T, D, K, CLASSES = 16, 2560, 75, 100
+CLASSES = 100
 CONCURRENCY = (1, 8, 32)
 NPY = "application/x-npy"
 
@@ -46,19 +46,8 @@ NPY = "application/x-npy"
 # -- fixtures -------------------------------------------------------------------------------
 def build(root: Path, videos: int) -> tuple[str, str]:
     """A store of `videos` random videos at real sizes, and an untrained checkpoint for it."""
-    layout = {"parts": ["pose", "left_hand", "right_hand"], "sizes": [33, 21, 21]}
     labels = {i: f"sign{i:03d}" for i in range(CLASSES)}
-    schema = StoreSchema(
-        num_frames=T,
-        streams={
-            "gemma": StreamSpec((T, D), "float16"),
-            "landmarks": StreamSpec((T, K, 3), "float32"),
-            "landmark_mask": StreamSpec((T, 3), "bool"),
-        },
-        encoder={"model_id": "bench-encoder", "feature_dim": D},
-        landmark_layout=layout,
-        labels=labels,
-    )
+    schema = real_size_schema(labels, model_id="bench-encoder")
     url = str(root / "store.zarr")
     rng = np.random.default_rng(0)
     with create_store(url, schema).writer() as w:
@@ -69,13 +58,13 @@ def build(root: Path, videos: int) -> tuple[str, str]:
                 "landmark_mask": rng.random((T, 3)) > 0.2,
             }
             w.put(f"v{i:05d}", arrays, label=i % CLASSES, gloss=labels[i % CLASSES], split="test")
-    config = ModelConfig.from_layout(layout, num_classes=CLASSES, gemma_dim=D, num_frames=T)
+    config = ModelConfig.from_layout(LAYOUT, num_classes=CLASSES, gemma_dim=D, num_frames=T)
     ckpt = save_checkpoint(
         root / "model.pt",
         HybridASLModel(config),
         labels=labels,
         encoder=schema.encoder,
-        landmark_layout=layout,
+        landmark_layout=LAYOUT,
         num_frames=T,
         streams={k: v.to_json() for k, v in schema.streams.items()},
     )

@@ -18,11 +18,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, parser, report  # noqa: E402
+from common import D, K, Row, T, parser, real_size_schema, report  # noqa: E402
 
-from featurestore import StoreSchema, StreamSpec, create_store, open_store  # noqa: E402
-
-T, D, K = 16, 2560, 75
+from featurestore import create_store, open_store  # noqa: E402
 
 
 def make_video(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -33,17 +31,8 @@ def make_video(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def schema() -> StoreSchema:
-    return StoreSchema(
-        num_frames=T,
-        streams={
-            "gemma": StreamSpec((T, D), "float16"),
-            "landmarks": StreamSpec((T, K, 3), "float32"),
-            "landmark_mask": StreamSpec((T, 3), "bool"),
-        },
-        encoder={"model_id": "bench", "feature_dim": D},
-        labels={0: "a"},
-    )
+def schema():
+    return real_size_schema({0: "a"})
 
 
 def write_npy(folder: str, videos: dict) -> float:

@@ -33,30 +33,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, parser, report  # noqa: E402
+from common import LAYOUT, D, K, Row, T, parser, real_size_schema, report  # noqa: E402
 
-from featurestore import StoreSchema, StreamSpec, create_store, open_store  # noqa: E402
+from featurestore import create_store, open_store  # noqa: E402
 from model import HybridASLModel, ModelConfig  # noqa: E402
 from training import AugmentConfig, Augmenter, StoreLoader  # noqa: E402
 
-T, D, K, CLASSES, BATCH = 16, 2560, 75, 100, 32
-LAYOUT = {"parts": ["pose", "left_hand", "right_hand"], "sizes": [33, 21, 21]}
+CLASSES, BATCH = 100, 32
 
 
 def make_data(root: Path, n: int) -> tuple[str, Path, list[str], list[int]]:
     """The same n videos as a Zarr store and as a folder of per-video .npy files."""
     rng = np.random.default_rng(0)
-    schema = StoreSchema(
-        num_frames=T,
-        streams={
-            "gemma": StreamSpec((T, D), "float16"),
-            "landmarks": StreamSpec((T, K, 3), "float32"),
-            "landmark_mask": StreamSpec((T, 3), "bool"),
-        },
-        encoder={"model_id": "bench", "feature_dim": D},
-        landmark_layout=LAYOUT,
-        labels={c: f"g{c}" for c in range(CLASSES)},
-    )
+    schema = real_size_schema({c: f"g{c}" for c in range(CLASSES)})
     url = str(root / "bench.zarr")
     store = create_store(url, schema)
     npy = root / "npy"
