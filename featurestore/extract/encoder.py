@@ -227,8 +227,11 @@ def _weights_sha256(modules: dict[str, torch.nn.Module]) -> str:
 def _seeded_init(modules: dict[str, torch.nn.Module], seed: int) -> None:
     """Deterministic random weights from numpy's PCG64, independent of transformers' init code.
 
-    Norm scales start at identity (1 for LayerNorm, 0 for Gemma's ``1 + w`` RMSNorm) so the
-    random network passes signal through instead of collapsing it.
+    Scaled by fan-in (std 1/sqrt(fan_in)), as a random network that keeps its activations
+    at unit size: Gemma's flat std-0.02 init leaves a small tower nearly linear, and a
+    linear tower's mean-pooled features cannot tell where in the frame anything is.
+    Position embeddings get std 1 for the same reason. Norm scales start at identity (1
+    for LayerNorm, 0 for Gemma's ``1 + w`` RMSNorm) and biases at 0.
     """
     rng = np.random.default_rng(seed)
     with torch.no_grad():
@@ -242,8 +245,18 @@ def _seeded_init(modules: dict[str, torch.nn.Module], seed: int) -> None:
                 elif name.endswith("bias"):
                     value = np.zeros(param.shape, np.float32)
                 else:
-                    value = rng.standard_normal(param.shape, dtype=np.float32) * 0.02
+                    value = rng.standard_normal(param.shape, dtype=np.float32)
+                    if "position_embedding" not in name:
+                        value /= np.sqrt(_fan_in(full, param.shape))
                 param.copy_(torch.from_numpy(value))
+
+
+def _fan_in(name: str, shape: torch.Size) -> int:
+    """Inputs per output: Linear and Conv weights are (out, in, ...); Gemma's projector
+    matrix is (vision hidden, text hidden), applied as ``x @ w``."""
+    if "mm_input_projection" in name:
+        return int(shape[0])
+    return int(np.prod(shape[1:]))
 
 
 def _skip_init():
