@@ -1,8 +1,12 @@
-"""Synthetic sign-like clips: a body-like figure whose two hand-like blobs move by class.
+"""Synthetic sign-like clips: a body-like figure whose two gloved hands move by class.
 
-Each class has its own hand trajectories (frequencies, phases, amplitudes, centres); each
-clip jitters speed, position, scale, colours and noise, so a model must learn the motion,
-not the pixels. Tests, the benchmark and the offline demo use these clips.
+Each class has its own handshapes (the size and aspect of each hand) and hand
+trajectories (centres, amplitudes, frequencies, phases), as real signs differ in
+handshape, location and movement. Each clip jitters speed, position, scale, colours and
+noise, so a model must learn the sign, not the pixels. Colours vary around one palette
+(light background, dark shirt, skin, red gloves) rather than at random: with any colour
+at all, what a clip looks like would swamp how its hands move for a small random encoder.
+Tests, the benchmark and the offline demo use these clips.
 """
 
 from __future__ import annotations
@@ -53,14 +57,26 @@ def write_video(
     return path
 
 
+_BACKGROUND, _SHIRT, _SKIN, _GLOVE = (200, 200, 190), (40, 60, 110), (200, 150, 110), (230, 80, 60)
+_COLOUR_JITTER = 25.0
+"""Each colour channel of a clip is its palette value +- this."""
+_HAND_RADII = (0.11, 0.09)
+"""A hand's (vertical, horizontal) radius, as a fraction of the frame, before its shape."""
+
+
 def _class_motion(rng: np.random.Generator) -> np.ndarray:
-    """Per hand: centre (x, y), amplitude (x, y), frequency (x, y), phase (x, y)."""
+    """Per hand: centre (x, y), amplitude (x, y), frequency (x, y), phase (x, y), radius (y, x)."""
     centre = np.stack([rng.uniform(0.25, 0.45, 2), rng.uniform(0.45, 0.75, 2)], axis=1)
     centre[1, 0] = 1.0 - centre[1, 0]  # right hand mirrored across the body
     amp = rng.uniform(0.03, 0.18, (2, 2))
     freq = rng.choice([0.5, 1.0, 1.5, 2.0], (2, 2))
     phase = rng.uniform(0, 2 * np.pi, (2, 2))
-    return np.concatenate([centre, amp, freq, phase], axis=1)
+    radius = np.asarray(_HAND_RADII) * rng.uniform(0.6, 1.5, (2, 2))  # the handshape
+    return np.concatenate([centre, amp, freq, phase, radius], axis=1)
+
+
+def _colour(rng: np.random.Generator, palette: tuple[int, int, int]) -> np.ndarray:
+    return np.asarray(palette, np.float32) + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, 3)
 
 
 def _disc(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -72,9 +88,7 @@ def _render(motion: np.ndarray, rng: np.random.Generator, frames: int, size: tup
     speed = rng.uniform(0.8, 1.25)
     shift = rng.uniform(-0.05, 0.05, 2)
     scale = rng.uniform(0.85, 1.15)
-    background = rng.integers(20, 235, 3)
-    shirt = rng.integers(0, 255, 3)
-    skin = np.array([rng.uniform(150, 240), rng.uniform(100, 190), rng.uniform(70, 150)])
+    background, shirt, skin, glove = (_colour(rng, c) for c in (_BACKGROUND, _SHIRT, _SKIN, _GLOVE))
     noise = rng.uniform(2.0, 8.0)
     yy, xx = (np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]).astype(
         np.float32
@@ -88,10 +102,10 @@ def _render(motion: np.ndarray, rng: np.random.Generator, frames: int, size: tup
     out = np.empty((frames, height, width, 3), np.uint8)
     for k in range(frames):
         img = body.copy()
-        for centre_x, centre_y, ax, ay, fx, fy, px, py in motion:
+        for centre_x, centre_y, ax, ay, fx, fy, px, py, ry, rx in motion:
             hx = cx + (centre_x - 0.5 + ax * np.sin(2 * np.pi * fx * t[k] + px)) * scale
             hy = cy + (centre_y - 0.5 + ay * np.sin(2 * np.pi * fy * t[k] + py)) * scale
-            img[_disc(yy, xx, hy, hx, 0.07 * scale, 0.05 * scale)] = skin * 1.05
+            img[_disc(yy, xx, hy, hx, ry * scale, rx * scale)] = glove
         img += rng.standard_normal(img.shape, dtype=np.float32) * noise
         out[k] = np.clip(img, 0, 255).astype(np.uint8)
     return out
