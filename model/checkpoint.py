@@ -16,7 +16,8 @@ from model.config import ModelConfig
 from model.hybrid import HybridASLModel
 
 FORMAT = "signstore-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the visual stream stores its feature statistics and reads appearance and movement."""
 
 
 class CheckpointError(ValueError):
@@ -115,9 +116,10 @@ def load_checkpoint(path, map_location="cpu") -> Checkpoint:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    if payload.get("format_version", 0) != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has format version {payload['format_version']}; this code reads {FORMAT_VERSION}"
+            f"{path} has format version {payload.get('format_version')}; this code reads "
+            f"version {FORMAT_VERSION} (retrain, or use the release that wrote it)"
         )
     try:
         config = ModelConfig.from_dict(payload["config"])

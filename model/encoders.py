@@ -41,14 +41,26 @@ def safe_pad(pad: torch.Tensor) -> torch.Tensor:
 
 
 class VisualProjection(nn.Module):
-    """Frozen-encoder features (B, T, D): per-frame linear + LayerNorm, a learned temporal
-    position encoding, one residual temporal self-attention, masked mean pooling."""
+    """Frozen-encoder features (B, T, D) to per-frame states and a clip summary.
+
+    Features are first standardised per dimension with the training split's statistics
+    (buffers saved in checkpoints; see `set_feature_statistics`): raw encoder features
+    have a few dimensions far larger than the rest, which would drown the others. Each
+    frame is projected once and read two ways: its *appearance*, and its *movement*, how
+    it departs from the clip's mean frame, which cancels what stays still (signer,
+    clothes, background) and leaves what the hands do. Then a learned temporal position
+    encoding, one residual temporal self-attention and masked mean pooling.
+    """
 
     def __init__(
         self, gemma_dim: int, hidden_dim: int, num_frames: int, num_heads: int, dropout: float
     ):
         super().__init__()
-        self.frame_projection = projection_block(gemma_dim, hidden_dim, dropout)
+        self.register_buffer("feature_mean", torch.zeros(gemma_dim))
+        self.register_buffer("feature_std", torch.ones(gemma_dim))
+        self.frame_projection = nn.Linear(gemma_dim, hidden_dim)
+        self.appearance = _norm_act(hidden_dim, dropout)
+        self.movement = _norm_act(hidden_dim, dropout)
         self.position = nn.Parameter(torch.randn(1, num_frames, hidden_dim) * 0.02)
         self.attention = nn.MultiheadAttention(
             hidden_dim, num_heads, dropout=dropout, batch_first=True
@@ -56,11 +68,28 @@ class VisualProjection(nn.Module):
         self.attention_norm = nn.LayerNorm(hidden_dim)
         self.output_projection = projection_block(hidden_dim, hidden_dim, None)
 
+    @torch.no_grad()
+    def set_feature_statistics(self, mean, std) -> None:
+        """Per-dimension mean and std of the training features (each (D,))."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(self.feature_mean.shape)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(self.feature_std.shape)
+        if not (mean.isfinite().all() and std.isfinite().all() and (std > 0).all()):
+            raise ValueError("feature statistics must be finite, with std > 0")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+
     def forward(self, features: torch.Tensor, pad: torch.Tensor) -> Encoded:
-        x = self.frame_projection(features.to(self.position.dtype)) + self.position
+        x = features.to(self.position.dtype)
+        h = self.frame_projection((x - self.feature_mean) / self.feature_std)
+        still = masked_mean(h, pad).unsqueeze(1)
+        x = self.appearance(h) + self.movement(h - still) + self.position
         attended, _ = self.attention(x, x, x, key_padding_mask=pad, need_weights=False)
         x = self.attention_norm(x + attended)
         return Encoded(x, self.output_projection(masked_mean(x, pad)), pad)
+
+
+def _norm_act(width: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(width), nn.ReLU(), nn.Dropout(dropout))
 
 
 class LandmarkEncoder(nn.Module):

@@ -88,6 +88,13 @@ class HybridASLModel(nn.Module):
             landmark = self.landmark_encoder(landmarks, landmark_mask, pad)
         return self.classifier(self.fusion(visual, landmark))
 
+    def set_feature_statistics(self, mean, std) -> None:
+        """Standardise frozen-encoder features with these per-dimension statistics (each
+        (D,), from the training split); they are saved with the weights."""
+        if self.visual_projection is None:
+            raise ValueError("this model has no visual stream to standardise")
+        self.visual_projection.set_feature_statistics(mean, std)
+
     @torch.no_grad()
     def predict(
         self,

@@ -195,6 +195,34 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, fusion):
     assert torch.equal(ckpt.model(*x), model(*x))
 
 
+def test_feature_statistics_standardise_the_input_and_travel_in_the_checkpoint(tmp_path):
+    model = HybridASLModel(small_config(modalities="visual")).eval()
+    gemma = inputs()[0]
+    mean, std = torch.linspace(-5, 5, D), torch.linspace(0.01, 100, D)
+    model.set_feature_statistics(mean, std)
+    same = HybridASLModel(small_config(modalities="visual")).eval()
+    same.load_state_dict(model.state_dict())
+    same.set_feature_statistics(torch.zeros(D), torch.ones(D))
+    # features at this mean and scale give what unit features give a model without them
+    assert torch.allclose(model(gemma * std + mean, None, None), same(gemma, None, None), atol=1e-5)
+    ckpt = load_checkpoint(_save(tmp_path, model))
+    assert torch.equal(ckpt.model.visual_projection.feature_std, std)
+    assert torch.equal(ckpt.model(gemma, None, None), model(gemma, None, None))
+    with pytest.raises(ValueError, match="std > 0"):
+        model.set_feature_statistics(mean, torch.zeros(D))
+    with pytest.raises(ValueError, match="no visual stream"):
+        HybridASLModel(small_config(modalities="landmarks")).set_feature_statistics(mean, std)
+
+
+def test_checkpoint_of_another_format_version_is_refused(tmp_path):
+    path = _save(tmp_path, HybridASLModel(small_config()))
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="format version 1; this code reads version 2"):
+        load_checkpoint(path)
+
+
 def test_checkpoint_missing_or_corrupt_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
