@@ -179,6 +179,27 @@ def test_augmentation_leaves_missing_points_at_zero():
     assert out["gemma"].dtype == np.float16 and np.isfinite(out["gemma"]).all()
 
 
+def test_gemma_frame_dropout_repeats_the_previous_frame():
+    """A lost frame stalls (the one before stands in); blanking it would look like a jump."""
+    cfg = AugmentConfig(time_warp=0, frame_drop=0, gemma_noise=0, gemma_frame_dropout=0.5)
+    g = np.arange(4 * 10 * 3, dtype=np.float32).reshape(4, 10, 3)
+    out = Augmenter(cfg)({"gemma": g}, np.random.default_rng(0))["gemma"]
+    assert (out[:, 0] == g[:, 0]).all(), "the first frame is always kept"
+    for row_in, row_out in zip(g, out, strict=True):
+        kept = [t for t in range(10) if (row_out[t] == row_in[t]).all()]
+        assert 2 <= len(kept) < 10
+        for t in range(10):
+            assert (row_out[t] == row_in[max(k for k in kept if k <= t)]).all()
+
+
+def test_gemma_noise_follows_each_dimensions_std():
+    cfg = AugmentConfig(time_warp=0, frame_drop=0, gemma_noise=0.1, gemma_frame_dropout=0)
+    std = np.array([100.0, 1.0, 0.01], np.float32)
+    g = np.zeros((64, 8, 3), np.float32)
+    out = Augmenter(cfg, feature_std=std)({"gemma": g}, np.random.default_rng(0))["gemma"]
+    np.testing.assert_allclose(out.reshape(-1, 3).std(axis=0), 0.1 * std, rtol=0.1)
+
+
 def test_a_window_of_only_unusable_rows_neither_stalls_nor_breaks_resume(store_url, monkeypatch):
     from featurestore import FeatureStore
 

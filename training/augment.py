@@ -38,9 +38,11 @@ class AugmentConfig:
     mirror: float = 0.5
     """Probability of a left-right mirror that also swaps the hands."""
     gemma_noise: float = 0.05
-    """Gaussian noise, relative to each clip's feature std."""
+    """Gaussian noise, relative to each feature dimension's std over the training split
+    (to the clip's overall std when the statistics are not given)."""
     gemma_frame_dropout: float = 0.1
-    """Probability that a frame's encoder features are zeroed."""
+    """Probability that a frame's encoder features are lost and the previous frame's stand
+    in for them (a stalled frame). Blanking them instead would read as a sudden movement."""
 
 
 def mirror_permutations(part_names, part_sizes) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +67,17 @@ def mirror_permutations(part_names, part_sizes) -> tuple[np.ndarray, np.ndarray]
 class Augmenter:
     """Applies `AugmentConfig` to a dict of stacked arrays (N, T, ...) returning new arrays."""
 
-    def __init__(self, config: AugmentConfig, part_names=(), part_sizes=()):
+    def __init__(
+        self,
+        config: AugmentConfig,
+        part_names=(),
+        part_sizes=(),
+        feature_std: np.ndarray | None = None,
+    ):
+        """``feature_std`` (D,): the encoder features' per-dimension std over the training
+        split (the model standardises with it); it scales the noise."""
         self.config = config
+        self.feature_std = None if feature_std is None else torch.as_tensor(feature_std).float()
         self.part_sizes = tuple(part_sizes)
         self.k_perm, self.p_perm = mirror_permutations(part_names, part_sizes)
         self._bank: np.ndarray | None = None
@@ -142,17 +153,27 @@ class Augmenter:
         n, t, d = g.shape
         bank = torch.from_numpy(self._noise_bank(t * d))
         starts = rng.integers(0, len(bank) - t * d + 1, n).tolist()
-        keep = torch.from_numpy((rng.random((n, t, 1)) >= c.gemma_frame_dropout).astype(np.float32))
+        drop = rng.random((n, t)) < c.gemma_frame_dropout
+        drop[:, 0] = False
+        # each frame's source: itself, or the last frame before it that was not dropped
+        source = np.maximum.accumulate(np.where(drop, 0, np.arange(t)), axis=1).tolist()
         src = torch.from_numpy(np.ascontiguousarray(g))
-        # Each clip's noise scale from every 7th of its values: plenty for a scale, and
-        # one vectorised pass instead of a full std per row.
-        scale = (c.gemma_noise * src.reshape(n, -1)[:, ::7].float().std(dim=1)).tolist()
+        if self.feature_std is not None:
+            scale = [c.gemma_noise * self.feature_std] * n
+        else:
+            # Each clip's noise scale from every 7th of its values: plenty for a scale,
+            # and one vectorised pass instead of a full std per row.
+            scale = (c.gemma_noise * src.reshape(n, -1)[:, ::7].float().std(dim=1)).tolist()
         out = torch.empty_like(src)
         for i, start in enumerate(starts):
             row = src[i].float()
             if c.gemma_noise > 0:
-                row.add_(bank[start : start + t * d].view(t, d), alpha=scale[i])
-            out[i] = row.mul_(keep[i])
+                noise = bank[start : start + t * d].view(t, d)
+                if self.feature_std is None:
+                    row.add_(noise, alpha=scale[i])
+                else:
+                    row.addcmul_(noise, scale[i])
+            out[i] = row[source[i]]
         return out.numpy()
 
     def _noise_bank(self, min_size: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from training.distributed import (
 from training.loader import StoreLoader
 from training.metrics import Tally, append_jsonl, read_jsonl
 from training.plots import plot_history
+from training.statistics import feature_statistics
 
 PLOT_EVERY_S = 60.0
 """Curves are redrawn at most this often during a run (drawing costs ~0.5 s), and at its end."""
@@ -203,7 +204,10 @@ class Trainer:
                 fusion_type=cfg.fusion_type,
                 dropout=cfg.dropout,
             )
-        self.model = HybridASLModel(self.model_config).to(self.device)
+        self.model = HybridASLModel(self.model_config)
+        if self.model_config.uses_visual and not self.resume_ckpt:
+            self.model.set_feature_statistics(*feature_statistics(self.store, cfg.train_split))
+        self.model.to(self.device)
         counts = parameter_breakdown(self.model)
         self.log(
             f"model: {counts['total']:,} trainable parameters ("
@@ -223,8 +227,14 @@ class Trainer:
     def _build_loaders(self) -> None:
         cfg, d = self.cfg, self.dist
         layout = self.model_config
+        visual = self.model.visual_projection
         augmenter = (
-            Augmenter(AugmentConfig(), layout.part_names, layout.part_sizes)
+            Augmenter(
+                AugmentConfig(),
+                layout.part_names,
+                layout.part_sizes,
+                feature_std=None if visual is None else visual.feature_std.cpu().numpy(),
+            )
             if cfg.augment
             else None
         )
