@@ -100,9 +100,10 @@ class StoreWindows(IterableDataset):
         labels = labels[order]
         if self.augmenter is not None and len(ids):
             arrays = self.augmenter(arrays, rng_for(self.seed, epoch, 2, window.index), rows=order)
+            item = {s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()}
         else:
-            arrays = {s: a[order] for s, a in arrays.items()}
-        item = {s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()}
+            rows = torch.from_numpy(order[skip:])
+            item = {s: _gather_shared(torch.from_numpy(a), rows) for s, a in arrays.items()}
         item.update(
             window=local_index,
             ids=ids[skip:],
@@ -153,3 +154,15 @@ class StoreWindows(IterableDataset):
         if not self.shuffle:
             return np.arange(n)
         return rng_for(self.seed, epoch, 1, window.index).permutation(n)
+
+
+def _gather_shared(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``src[rows]``; in a DataLoader worker written straight into shared memory, as
+    torch's default_collate does, so handing it to the main process copies nothing
+    more (otherwise the pickler copies the whole window into shared memory again)."""
+    if get_worker_info() is None or not len(rows):
+        return src[rows]
+    numel = len(rows) * int(np.prod(src.shape[1:]))
+    storage = src._typed_storage()._new_shared(numel, device="cpu")
+    out = src.new(storage).view(len(rows), *src.shape[1:])
+    return torch.index_select(src, 0, rows, out=out)
