@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,16 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise SystemExit("server did not become ready in time")
 
 
+def pass_stderr(proc: subprocess.Popen) -> None:
+    """The server's log lines, without MediaPipe's per-clip C++ chatter."""
+    from featurestore.extract.landmarks import MEDIAPIPE_CHATTER
+
+    for line in proc.stderr:
+        if not line.startswith(MEDIAPIPE_CHATTER):
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+
+
 def query_server(store: Path, checkpoint: Path, clip: Path, video_id: str) -> dict:
     import httpx
 
@@ -75,7 +86,8 @@ def query_server(store: Path, checkpoint: Path, clip: Path, video_id: str) -> di
         str(port),
     ]
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    threading.Thread(target=pass_stderr, args=(proc,), daemon=True).start()
     try:
         wait_ready(base, proc)
         by_id = httpx.post(

@@ -130,7 +130,14 @@ def _exit_when_orphaned(parent_pid: int) -> None:
             pass
 
 
-_NOISE = (b"W0000 ", b"I0000 ", b"INFO: Created TensorFlow", b"WARNING: All log messages before")
+#: Line starts of MediaPipe's C++ start-up chatter, which it prints for every clip (each
+#: reset restarts its graph) and no switch turns off.
+MEDIAPIPE_CHATTER = (
+    b"W0000 ",
+    b"I0000 ",
+    b"INFO: Created TensorFlow",
+    b"WARNING: All log messages before",
+)
 
 
 def _filter_native_stderr() -> None:
@@ -143,7 +150,7 @@ def _filter_native_stderr() -> None:
     def pump() -> None:
         with os.fdopen(read_fd, "rb") as lines:
             for line in lines:
-                if not line.startswith(_NOISE):
+                if not line.startswith(MEDIAPIPE_CHATTER):
                     os.write(original, line)
 
     threading.Thread(target=pump, daemon=True).start()
