@@ -121,7 +121,13 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("synth", help="write synthetic sign-like clips and a manifest")
     p.add_argument("out_dir")
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=8,
+        help="clips per class (default 8, a quick try; with 40 and T = 8, training from the "
+        "populated store reached 95-97%% val top-1: README, The model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=24, help="frames per clip")
     p.add_argument("--size", type=_size, default=(96, 96), help="WxH, even (default 96x96)")
