@@ -44,12 +44,12 @@ class VisualProjection(nn.Module):
     """Frozen-encoder features (B, T, D) to per-frame states and a clip summary.
 
     Features are first standardised per dimension with the training split's statistics
-    (buffers saved in checkpoints; see `set_feature_statistics`): raw encoder features
-    have a few dimensions far larger than the rest, which would drown the others. Each
-    frame is projected once and read two ways: its *appearance*, and its *movement*, how
-    it departs from the clip's mean frame, which cancels what stays still (signer,
-    clothes, background) and leaves what the hands do. Then a learned temporal position
-    encoding, one residual temporal self-attention and masked mean pooling.
+    (buffers saved in checkpoints; see `set_feature_statistics`), so that no dimension
+    drowns the others by its scale. Each frame is projected once and read two ways: its
+    *appearance*, and its *movement*, how it departs from the clip's mean frame, which
+    cancels what stays still (signer, clothes, background) and leaves what the hands do.
+    Then a learned temporal position encoding, one residual temporal self-attention and
+    masked mean pooling.
     """
 
     def __init__(
