@@ -104,7 +104,9 @@ def loader_rates(
     batch (one-off start-up: the forkserver's imports). Loaders take turns epoch by epoch
     so that load from elsewhere on the machine hits them alike."""
     store = open_store(url)
-    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"])
+    # as the trainer builds it: noise scaled by the features' per-dimension std
+    std = np.ones(D, np.float32)
+    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"], feature_std=std)
     ours = StoreLoader(store, "train", BATCH, num_workers=2, seed=0)
     ours_aug = StoreLoader(store, "train", BATCH, num_workers=2, augmenter=aug, seed=0)
     npy = PreextractedDataset(ids, labels, folder)
