@@ -159,20 +159,16 @@ class Augmenter:
         source = np.maximum.accumulate(np.where(drop, 0, np.arange(t)), axis=1).tolist()
         src = torch.from_numpy(np.ascontiguousarray(g))
         if self.feature_std is not None:
-            scale = [c.gemma_noise * self.feature_std] * n
+            scale = (c.gemma_noise * self.feature_std).expand(n, 1, d)
         else:
             # Each clip's noise scale from every 7th of its values: plenty for a scale,
             # and one vectorised pass instead of a full std per row.
-            scale = (c.gemma_noise * src.reshape(n, -1)[:, ::7].float().std(dim=1)).tolist()
+            scale = (c.gemma_noise * src.reshape(n, -1)[:, ::7].float().std(dim=1)).view(n, 1, 1)
         out = torch.empty_like(src)
         for i, start in enumerate(starts):
             row = src[i].float()
             if c.gemma_noise > 0:
-                noise = bank[start : start + t * d].view(t, d)
-                if self.feature_std is None:
-                    row.add_(noise, alpha=scale[i])
-                else:
-                    row.addcmul_(noise, scale[i])
+                row.addcmul_(bank[start : start + t * d].view(t, d), scale[i])
             out[i] = row[source[i]]
         return out.numpy()
 
