@@ -29,7 +29,13 @@ def step(title: str) -> None:
 
 def run(*args: str) -> None:
     print("$ " + " ".join(args), flush=True)
-    subprocess.run(args, check=True)
+    done = subprocess.run(args)
+    if done.returncode:
+        raise SystemExit(
+            f"demo: {Path(args[0]).name} failed (exit {done.returncode}), see above. If the "
+            "--out folder holds a run made with other settings or an earlier version, "
+            "delete it and run again."
+        )
 
 
 def tool(name: str) -> str:
