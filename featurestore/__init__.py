@@ -4,9 +4,8 @@ Write with ``create_store(...).writer()``, read with ``open_store(url)``: ``get`
 ``get_many``, ``blocks``/``read_block`` and ``iter_batches`` for streaming.
 """
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from ._version import __version__ as __version__
+from .errors import (
     CorruptDataError,
     InvalidVideoError,
     NotAStoreError,
@@ -15,9 +14,9 @@ from .errors import (  # noqa: E402
     StreamNotFoundError,
     VideoNotFoundError,
 )
-from .schema import SCHEMA_VERSION, StoreSchema, StreamSpec, validate_video_id  # noqa: E402
-from .store import Batch, Block, FeatureStore, Video, create_store, open_store  # noqa: E402
-from .writer import Writer  # noqa: E402
+from .schema import SCHEMA_VERSION, StoreSchema, StreamSpec, validate_video_id
+from .store import Batch, Block, FeatureStore, Video, create_store, open_store
+from .writer import Writer
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import StoreError
 from .store import open_store
 

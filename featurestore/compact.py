@@ -9,36 +9,42 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+from ._storage import Storage
 from .index import COMMITS
-from .store import FeatureStore
+from .writer import Writer, new_segment_id
 
 
-def compact_store(store: FeatureStore, progress: bool = False) -> dict[str, int]:
-    store._require_writable()
-    store.refresh()
-    index = store._index
+def compact_store(storage: Storage, progress: bool = False) -> dict[str, int]:
+    storage.require_writable()
+    storage.refresh()
+    index = storage.index
     old_records = list(index.records)
     old_segments = {key.split("/")[1] for key in old_records}
     order = sorted(index.entries.values(), key=lambda e: (e.split, e.video_id))
+    streams = list(storage.schema.streams)
     bar = tqdm(total=len(order), desc="compact", unit="video", disable=not progress)
-    with store.writer(overwrite=True) as w:
-        w.segment = w.segment.replace("seg-", "compact-", 1)
-        for start in range(0, len(order), store.block_size):
-            chunk = order[start : start + store.block_size]
-            batch = store.get_many([e.video_id for e in chunk])
+    segment = new_segment_id("compact")
+    with Writer(storage, overwrite=True, segment=segment) as w:
+        for start in range(0, len(order), storage.block_size):
+            chunk = order[start : start + storage.block_size]
+            arrays = storage.read_entries(chunk, streams)
             for i, e in enumerate(chunk):
-                arrays = {s: a[i] for s, a in batch.arrays.items()}
                 w.put(
-                    e.video_id, arrays, label=e.label, gloss=e.gloss, split=e.split, source=e.source
+                    e.video_id,
+                    {s: a[i] for s, a in arrays.items()},
+                    label=e.label,
+                    gloss=e.gloss,
+                    split=e.split,
+                    source=e.source,
                 )
             bar.update(len(chunk))
         for vid, reason in index.failures.items():
             w.fail(vid, reason)
     bar.close()
     for key in old_records:
-        store._files.delete(key)
-    for seg in old_segments - {w.segment}:
-        store._backend.delete_segment(seg)
-        store._files.delete(f"{COMMITS}/{seg}")
-    store.refresh()
-    return {"videos": len(order), "segments_removed": len(old_segments - {w.segment})}
+        storage.files.delete(key)
+    for seg in old_segments - {segment}:
+        storage.backend.delete_segment(seg)
+        storage.files.delete(f"{COMMITS}/{seg}")
+    storage.refresh()
+    return {"videos": len(order), "segments_removed": len(old_segments - {segment})}

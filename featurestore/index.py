@@ -2,7 +2,8 @@
 
 A writer writes a block's arrays first and its commit record second, so a video is visible
 exactly when its record exists. Readers load all records once (video id -> location); when
-an id appears in several records (overwrite, compact) the newest record wins.
+an id appears in several records (overwrite, compact) the newest record wins. Live rows are
+grouped into ``Block``s, the unit that streaming reads in one go.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ COMMITS = "commits"
 
 
 @dataclass(frozen=True)
-class Entry:
+class IndexEntry:
     """Where one committed video lives, and its metadata."""
 
     video_id: str
@@ -30,6 +31,19 @@ class Entry:
     split: str
     source: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     order: tuple = ((0, "", 0),)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A chunk-aligned run of committed rows: the unit that streaming reads in one go."""
+
+    segment: str
+    block: int
+    offsets: tuple[int, ...]
+    video_ids: tuple[str, ...] = field(compare=False)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
 
 def commit_key(segment: str, block: int) -> str:
@@ -53,10 +67,25 @@ def encode_record(
 class Index:
     """Live entries by id, failures by id, and the problems met while loading."""
 
-    entries: dict[str, Entry] = field(default_factory=dict)
+    entries: dict[str, IndexEntry] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
+    _blocks: dict[str | None, list[Block]] = field(default_factory=dict, repr=False)
+
+    def blocks(self, split: str | None = None) -> list[Block]:
+        """Live rows (of one split, or all) grouped by the block that holds them, in storage order."""
+        if split not in self._blocks:
+            groups: dict[tuple[str, int], list[IndexEntry]] = {}
+            for e in self.entries.values():
+                if split is None or e.split == split:
+                    groups.setdefault((e.segment, e.block), []).append(e)
+            self._blocks[split] = [
+                Block(seg, blk, tuple(e.offset for e in es), tuple(e.video_id for e in es))
+                for (seg, blk), es in sorted(groups.items())
+                for es in [sorted(es, key=lambda e: e.offset)]
+            ]
+        return self._blocks[split]
 
     @classmethod
     def load(cls, files: Files) -> Index:
@@ -78,7 +107,7 @@ class Index:
         failed_at: dict[str, tuple] = {}
         for order, rec in parsed:
             for v in rec.get("videos", []):
-                index.entries[v["video_id"]] = Entry(
+                index.entries[v["video_id"]] = IndexEntry(
                     video_id=v["video_id"],
                     segment=rec["segment"],
                     block=int(rec["block"]),

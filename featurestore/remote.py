@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass
 
 from ._files import Files, is_remote
+from ._storage import META_KEY
 from .index import COMMITS
-from .store import META_KEY, FeatureStore, open_store
+from .store import FeatureStore, open_store
 
 __all__ = ["MirrorStats", "cache_path", "mirror", "open_cached"]
 

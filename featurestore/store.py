@@ -1,34 +1,32 @@
-"""The read side and the store's lifecycle: create, open, get, stream, verify, compact."""
+"""The public face of a store: create, open, get, stream, and the writer, verify and compact.
+
+``FeatureStore`` is a facade over the on-disk layer (``_storage.Storage``): reads go through
+it here, and ``Writer``, ``verify`` and ``compact`` are handed it, so none of them imports
+this module.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import compact as _compact
+from . import verify as _verify
 from ._files import Files
-from .backends import BACKENDS, backend_name_for
+from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
 from .errors import (
-    CorruptDataError,
     InvalidVideoError,
-    NotAStoreError,
     SchemaMismatchError,
     StoreError,
     StreamNotFoundError,
     VideoNotFoundError,
 )
-from .index import Entry, Index
-from .schema import FORMAT_NAME, SCHEMA_VERSION, StoreSchema, check_compatible
+from .index import Block, IndexEntry
+from .schema import StoreSchema, check_compatible
 from .writer import Writer, new_segment_id
-
-META_KEY = "featurestore.json"
-DEFAULT_BLOCK_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -55,41 +53,16 @@ class Batch:
         return len(self.ids)
 
 
-@dataclass(frozen=True)
-class Block:
-    """A chunk-aligned run of committed rows: the unit that streaming reads in one go."""
-
-    segment: str
-    block: int
-    offsets: tuple[int, ...]
-    video_ids: tuple[str, ...] = field(compare=False)
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-
 class FeatureStore:
     """A store of per-video feature arrays. Picklable: handles re-open lazily in each process."""
 
     def __init__(self, url: str, mode: str = "r", storage_options: dict | None = None):
-        if mode not in ("r", "r+"):
-            raise ValueError("mode must be 'r' or 'r+'")
+        self._storage = Storage(url, mode, storage_options)
         self.url = url
         self.mode = mode
-        self.storage_options = storage_options or {}
-        self._files = Files(url, self.storage_options)
-        self._meta = _read_meta(self._files, url)
-        self.schema = StoreSchema.from_json(self._meta)
-        self.block_size = int(self._meta.get("block_size", DEFAULT_BLOCK_SIZE))
-        self.backend_name = self._meta["backend"]
-        self._reset()
-
-    # -- process-local state -------------------------------------------------------------
-    def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._backend_obj = None
-        self._index_obj: Index | None = None
-        self._blocks_cache: dict[str | None, list[Block]] = {}
+        self.storage_options = self._storage.storage_options
+        self.block_size = self._storage.block_size
+        self.backend_name = self._storage.backend_name
 
     def __getstate__(self) -> dict:
         return {"url": self.url, "mode": self.mode, "storage_options": self.storage_options}
@@ -98,44 +71,15 @@ class FeatureStore:
         self.__init__(state["url"], state["mode"], state["storage_options"])
 
     @property
-    def _backend(self):
-        if self._pid != os.getpid():  # forked: never reuse a parent's handles or event loop
-            self._reset()
-        if self._backend_obj is None:
-            cls = BACKENDS[self.backend_name]
-            self._backend_obj = cls(
-                self.url,
-                self.schema,
-                self.block_size,
-                self.storage_options,
-                compression=self._meta.get("compression", "none"),
-                chunk_rows=self._meta.get("chunk_rows"),
-            )
-        return self._backend_obj
-
-    @property
-    def _index(self) -> Index:
-        if self._pid != os.getpid():
-            self._reset()
-        if self._index_obj is None:
-            self._index_obj = Index.load(self._files)
-        return self._index_obj
+    def schema(self) -> StoreSchema:
+        return self._storage.schema
 
     def refresh(self) -> None:
         """Re-read metadata and the commit log to see what other writers committed since."""
-        self._meta = _read_meta(self._files, self.url)
-        self.schema = StoreSchema.from_json(self._meta)
-        self._forget_index()
-
-    def _forget_index(self) -> None:
-        """Drop the loaded index; it is reloaded on next use (writers call this on commit)."""
-        self._index_obj = None
-        self._blocks_cache.clear()
+        self._storage.refresh()
 
     def close(self) -> None:
-        if self._backend_obj is not None:
-            self._backend_obj.close()
-            self._backend_obj = None
+        self._storage.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -150,7 +94,7 @@ class FeatureStore:
 
     def set_labels(self, labels: dict[int, str]) -> None:
         """Add label -> gloss pairs; existing pairs may not change (models depend on them)."""
-        self._require_writable()
+        self._storage.require_writable()
         self.refresh()
         merged = dict(self.schema.labels)
         for label, gloss in labels.items():
@@ -165,9 +109,8 @@ class FeatureStore:
         glosses = list(merged.values())
         if len(set(glosses)) != len(glosses):
             raise SchemaMismatchError(f"two labels would share one gloss in store {self.url}")
-        self._meta["labels"] = {str(k): v for k, v in sorted(merged.items())}
-        self._files.write(META_KEY, _dump(self._meta))
-        self.refresh()
+        labels_json = {str(k): v for k, v in sorted(merged.items())}
+        self._storage.write_meta({**self._storage.meta, "labels": labels_json})
 
     def check_compatible(self, encoder=None, num_frames=None, streams=None) -> None:
         """Raise SchemaMismatchError if features from this store cannot serve that consumer."""
@@ -180,53 +123,53 @@ class FeatureStore:
         )
 
     def info(self) -> dict[str, Any]:
-        entries = self._index.entries
+        index, meta = self._storage.index, self._storage.meta
         return {
             "url": self.url,
             "backend": self.backend_name,
-            "schema_version": self._meta["schema_version"],
-            "created_by": self._meta.get("created_by"),
-            "created_at": self._meta.get("created_at"),
+            "schema_version": meta["schema_version"],
+            "created_by": meta.get("created_by"),
+            "created_at": meta.get("created_at"),
             "num_frames": self.schema.num_frames,
             "block_size": self.block_size,
-            "compression": self._meta.get("compression", "none"),
+            "compression": meta.get("compression", "none"),
             "streams": {k: v.to_json() for k, v in self.schema.streams.items()},
             "encoder": self.schema.encoder,
             "landmark_layout": self.schema.landmark_layout,
             "num_classes": len(self.labels),
             "labels": {str(k): v for k, v in sorted(self.labels.items())},
-            "videos": len(entries),
+            "videos": len(index.entries),
             "splits": self.splits(),
-            "failures": len(self._index.failures),
-            "segments": len({e.segment for e in entries.values()}),
+            "failures": len(index.failures),
+            "segments": len({e.segment for e in index.entries.values()}),
             "bytes_per_video": sum(s.nbytes for s in self.schema.streams.values()),
         }
 
     # -- listing -------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._index.entries)
+        return len(self._storage.index.entries)
 
     def __contains__(self, video_id: object) -> bool:
-        return video_id in self._index.entries
+        return video_id in self._storage.index.entries
 
     def ids(self, split: str | None = None) -> list[str]:
-        entries = self._index.entries.values()
+        entries = self._storage.index.entries.values()
         return sorted(e.video_id for e in entries if split is None or e.split == split)
 
     def splits(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for e in self._index.entries.values():
+        for e in self._storage.index.entries.values():
             counts[e.split] = counts.get(e.split, 0) + 1
         return dict(sorted(counts.items()))
 
-    def entry(self, video_id: str) -> Entry:
+    def entry(self, video_id: str) -> IndexEntry:
         try:
-            return self._index.entries[video_id]
+            return self._storage.index.entries[video_id]
         except (KeyError, TypeError):
             raise VideoNotFoundError(f"video {video_id!r} is not in store {self.url}") from None
 
     def failures(self) -> dict[str, str]:
-        return dict(self._index.failures)
+        return dict(self._storage.index.failures)
 
     # -- reading -------------------------------------------------------------------------
     def _streams(self, streams: Iterable[str] | None) -> list[str]:
@@ -240,25 +183,13 @@ class FeatureStore:
                 )
         return streams
 
-    def _read(self, segment: str, block: int, start: int, stop: int, streams: list[str], what: str):
-        try:
-            return self._backend.read_streams(segment, block, start, stop, streams)
-        except Exception:
-            pass  # find which field is unreadable, so the error can name it
-        out = {}
-        for stream in streams:
-            try:
-                out[stream] = self._backend.read_rows(segment, block, start, stop, stream)
-            except Exception as e:
-                raise CorruptDataError(
-                    f"{what}, field {stream!r}: cannot read stored data in segment {segment} "
-                    f"block {block} ({type(e).__name__}: {e})"
-                ) from e
-        return out
+    def _labels_of(self, ids: Iterable[str]) -> np.ndarray:
+        entries = self._storage.index.entries
+        return np.array([entries[v].label for v in ids], dtype=np.int64)
 
     def get(self, video_id: str, streams: Iterable[str] | None = None) -> Video:
         e = self.entry(video_id)
-        rows = self._read(
+        rows = self._storage.read(
             e.segment,
             e.block,
             e.offset,
@@ -271,53 +202,19 @@ class FeatureStore:
 
     def blocks(self, split: str | None = None) -> list[Block]:
         """Committed rows grouped by the block that holds them, in storage order."""
-        if split not in self._blocks_cache:
-            groups: dict[tuple[str, int], list[Entry]] = {}
-            for e in self._index.entries.values():
-                if split is None or e.split == split:
-                    groups.setdefault((e.segment, e.block), []).append(e)
-            self._blocks_cache[split] = [
-                Block(seg, blk, tuple(e.offset for e in es), tuple(e.video_id for e in es))
-                for (seg, blk), es in sorted(groups.items())
-                for es in [sorted(es, key=lambda e: e.offset)]
-            ]
-        return self._blocks_cache[split]
+        return self._storage.index.blocks(split)
 
     def read_block(self, block: Block, streams: Iterable[str] | None = None) -> Batch:
         """All rows of a block with one contiguous read per stream."""
-        lo, hi = min(block.offsets), max(block.offsets) + 1
-        take = np.asarray(block.offsets) - lo
-        dense = len(take) == hi - lo
-        what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
-        rows = self._read(block.segment, block.block, lo, hi, self._streams(streams), what)
-        arrays = {s: a if dense else a[take] for s, a in rows.items()}
-        labels = np.array([self._index.entries[v].label for v in block.video_ids], dtype=np.int64)
-        return Batch(list(block.video_ids), labels, arrays)
+        arrays = self._storage.read_block(block, self._streams(streams))
+        return Batch(list(block.video_ids), self._labels_of(block.video_ids), arrays)
 
     def get_many(self, ids: Iterable[str], streams: Iterable[str] | None = None) -> Batch:
         """Many videos in one call, reading each block they touch once."""
         ids = list(ids)
         streams = self._streams(streams)
-        groups: dict[tuple[str, int], list[Entry]] = {}
-        for vid in ids:
-            e = self.entry(vid)
-            groups.setdefault((e.segment, e.block), []).append(e)
-        rows: dict[str, dict[str, np.ndarray]] = {}
-        for (seg, blk), es in groups.items():
-            es = sorted(set(es), key=lambda e: e.offset)
-            part = self.read_block(
-                Block(seg, blk, tuple(e.offset for e in es), tuple(e.video_id for e in es)), streams
-            )
-            for i, vid in enumerate(part.ids):
-                rows[vid] = {s: part.arrays[s][i] for s in streams}
-        arrays = {
-            s: np.stack([rows[v][s] for v in ids])
-            if ids
-            else np.empty((0, *self.schema.streams[s].shape), self.schema.streams[s].dtype)
-            for s in streams
-        }
-        labels = np.array([self._index.entries[v].label for v in ids], dtype=np.int64)
-        return Batch(ids, labels, arrays)
+        arrays = self._storage.read_entries([self.entry(v) for v in ids], streams)
+        return Batch(ids, self._labels_of(ids), arrays)
 
     def iter_batches(
         self, split: str | None = None, batch_size: int = 64, streams: Iterable[str] | None = None
@@ -337,26 +234,18 @@ class FeatureStore:
             yield _take(pending, count, streams)[0]
 
     # -- writing and maintenance -----------------------------------------------------------
-    def _require_writable(self) -> None:
-        if self.mode != "r+":
-            raise PermissionError(f"store {self.url} is open read-only; open it with mode='r+'")
-
     def writer(self, overwrite: bool = False, block_size: int | None = None) -> Writer:
-        self._require_writable()
+        self._storage.require_writable()
         self.refresh()  # know every id committed so far, by any writer
-        return Writer(self, overwrite=overwrite, block_size=block_size)
+        return Writer(self._storage, overwrite=overwrite, block_size=block_size)
 
     def verify(self, progress: bool = False) -> list[str]:
         """Read back every committed video; return every problem found (empty = healthy)."""
-        from .verify import verify_store
-
-        return verify_store(self, progress=progress)
+        return _verify.verify_store(self._storage, progress=progress)
 
     def compact(self, progress: bool = False) -> dict[str, int]:
         """Rewrite all live videos into one segment ordered by split and id; drop the rest."""
-        from .compact import compact_store
-
-        return compact_store(self, progress=progress)
+        return _compact.compact_store(self._storage, progress=progress)
 
 
 def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list[Batch]]:
@@ -386,32 +275,6 @@ def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list
     return batch, rest
 
 
-def _dump(meta: dict) -> bytes:
-    return json.dumps(meta, indent=1, sort_keys=True).encode()
-
-
-def _read_meta(files: Files, url: str) -> dict:
-    raw = files.read(META_KEY)
-    if raw is None:
-        if not files.exists():
-            raise StoreError(f"no feature store at {url} (path does not exist)")
-        raise NotAStoreError(f"{url} is not a feature store (no {META_KEY})")
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:
-        raise NotAStoreError(f"{url}: {META_KEY} is not valid JSON ({e})") from e
-    if meta.get("format") != FORMAT_NAME:
-        raise NotAStoreError(
-            f"{url} is not a feature store ({META_KEY} has no format {FORMAT_NAME!r})"
-        )
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise SchemaMismatchError(
-            f"store {url} has schema version {meta.get('schema_version')}, "
-            f"this featurestore {__version__} reads version {SCHEMA_VERSION}"
-        )
-    return meta
-
-
 def create_store(
     url: str,
     schema: StoreSchema,
@@ -435,26 +298,7 @@ def create_store(
         if schema.labels:
             store.set_labels(schema.labels)
         return store
-    if files.exists() and not files.remote and os.path.isdir(files.root) and os.listdir(files.root):
-        raise NotAStoreError(f"{url} exists, is not empty and is not a feature store")
-    if files.exists() and not files.remote and not os.path.isdir(files.root):
-        raise NotAStoreError(f"{url} exists and is a file, not a feature store")
-    if compression not in ("none", "zstd"):
-        raise ValueError("compression must be 'none' or 'zstd'")
-    name = backend or backend_name_for(url)
-    meta = {
-        "format": FORMAT_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "backend": name,
-        "block_size": int(block_size),
-        "compression": compression,
-        "chunk_rows": chunk_rows,
-        "created_by": f"featurestore {__version__}",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **schema.to_json(),
-    }
-    BACKENDS[name](url, schema, block_size, storage_options, compression, chunk_rows).initialize()
-    files.write(META_KEY, _dump(meta))
+    initialize(files, schema, storage_options, block_size, compression, backend, chunk_rows)
     return FeatureStore(url, "r+", storage_options)
 
 

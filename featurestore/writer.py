@@ -2,7 +2,8 @@
 
 Videos are buffered until a block is full (or ``flush``), then the block's arrays are
 written once and its commit record after them. No locks are needed between writers because
-no two writers ever touch the same object.
+no two writers ever touch the same object. A writer works on the on-disk layer
+(``_storage.Storage``), so it never imports the public store.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ import os
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ._storage import Storage
 from .errors import InvalidVideoError
 from .index import commit_key, encode_record
 from .schema import StreamSpec, validate_video_id
 
-if TYPE_CHECKING:
-    from .store import FeatureStore
-
 
 def new_segment_id(prefix: str = "seg") -> str:
+    """A segment name no other writer can pick: ``prefix``, UTC time, pid and a random tag."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -65,16 +65,24 @@ def validate_arrays(
 
 
 class Writer:
-    """Appends videos to the store; use as a context manager so the last block is committed."""
+    """Appends videos to the store; use as a context manager so the last block is committed.
 
-    def __init__(self, store: FeatureStore, overwrite: bool = False, block_size: int | None = None):
-        if store.mode == "r":
-            raise PermissionError(f"store {store.url} is open read-only; open it with mode='r+'")
-        self.store = store
+    ``segment`` names the segment this writer owns (default: a fresh ``new_segment_id()``).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        overwrite: bool = False,
+        block_size: int | None = None,
+        segment: str | None = None,
+    ):
+        storage.require_writable()
+        self.storage = storage
         self.overwrite = overwrite
-        self.block_size = min(block_size or store.block_size, store.block_size)
-        self.segment = new_segment_id()
-        self._existing = set(store.ids())
+        self.block_size = min(block_size or storage.block_size, storage.block_size)
+        self.segment = segment or new_segment_id()
+        self._existing = set(storage.index.entries)
         self._buffer: dict[str, tuple[dict, dict]] = {}
         self._failures: list[dict] = []
         self._block = 0
@@ -97,7 +105,7 @@ class Writer:
                 f"video {video_id!r} is already in the store; pass overwrite=True to replace it"
             )
         label = int(label)
-        labels = self.store.labels
+        labels = self.storage.schema.labels
         if label != -1 and label not in labels:
             raise InvalidVideoError(
                 f"video {video_id!r}: label {label} is not in the store's label map; add it with set_labels()"
@@ -108,7 +116,7 @@ class Writer:
             )
         if not isinstance(split, str) or not split:
             raise InvalidVideoError(f"video {video_id!r}: split must be a non-empty string")
-        checked = validate_arrays(video_id, arrays, self.store.schema.streams)
+        checked = validate_arrays(video_id, arrays, self.storage.schema.streams)
         meta = {
             "video_id": video_id,
             "label": label,
@@ -131,18 +139,18 @@ class Writer:
         videos = []
         if self._buffer:
             if not self._segment_created:
-                self.store._backend.create_segment(self.segment)
+                self.storage.backend.create_segment(self.segment)
                 self._segment_created = True
             items = list(self._buffer.values())
             stacked = {
                 name: np.stack([arrays[name] for arrays, _ in items])
-                for name in self.store.schema.streams
+                for name in self.storage.schema.streams
             }
-            self.store._backend.write_block(self.segment, self._block, stacked)
+            self.storage.backend.write_block(self.segment, self._block, stacked)
             videos = [dict(meta, offset=i) for i, (_, meta) in enumerate(items)]
         record = encode_record(self.segment, self._block, time.time_ns(), videos, self._failures)
-        self.store._files.write(commit_key(self.segment, self._block), record)
-        self.store._forget_index()
+        self.storage.files.write(commit_key(self.segment, self._block), record)
+        self.storage.forget_index()
         self._existing.update(self._buffer)
         self.committed += len(self._buffer)
         self._block += 1
