@@ -18,12 +18,16 @@ from .schema import SCHEMA_VERSION, StoreSchema, StreamSpec, validate_video_id
 from .store import Batch, Block, FeatureStore, Video, create_store, open_store
 from .writer import Writer
 
+# isort: split
+from .importers import ImportSummary, import_dataset  # needs the names above
+
 __all__ = [
     "SCHEMA_VERSION",
     "Batch",
     "Block",
     "CorruptDataError",
     "FeatureStore",
+    "ImportSummary",
     "InvalidVideoError",
     "NotAStoreError",
     "SchemaMismatchError",
@@ -35,6 +39,7 @@ __all__ = [
     "VideoNotFoundError",
     "Writer",
     "create_store",
+    "import_dataset",
     "open_store",
     "validate_video_id",
 ]

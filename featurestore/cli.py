@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_subcommands = None
     if add_subcommands is not None:
         add_subcommands(sub)
+    from .importers.cli import add_subcommands as add_import
+
+    add_import(sub)
     return parser
 
 
