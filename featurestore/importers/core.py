@@ -97,6 +97,10 @@ class Plan:
     """Reads an item's length when the listing does not know it (for the default T)."""
     gloss_in_id: bool = True
     """False where the sequence name is unique by itself (Kaggle's sequence_id)."""
+    labels: dict[int, str] = field(default_factory=dict)
+    """Labels fixed by the source (WLASL's class indices), kept even for failed videos."""
+    sources: list[str] | None = None
+    """The sources as items name them, where a format resolves SOURCE (train.csv -> folder)."""
 
 
 @dataclass
@@ -357,7 +361,7 @@ def _num_frames(plan: Plan, requested: int | None, existing) -> int:
             try:
                 item.frames = plan.count_frames(item)
             except BadInput:
-                item.frames = None
+                continue  # it fails when loaded; its length has no say
         lengths.add(item.frames)
     return lengths.pop() if len(lengths) == 1 and None not in lengths else DEFAULT_NUM_FRAMES
 
@@ -380,6 +384,11 @@ def _check_store(existing, schema: StoreSchema) -> None:
     existing.check_compatible(
         encoder=schema.encoder, num_frames=schema.num_frames, streams=schema.streams
     )
+    extra = sorted(set(existing.schema.streams) - set(schema.streams))
+    if extra:
+        raise SchemaMismatchError(
+            f"store {existing.url} has stream(s) {', '.join(extra)} that this import does not fill"
+        )
     have = existing.schema.landmark_layout or {}
     if schema.landmark_layout and have and not _same_layout(have, schema.landmark_layout):
         raise SchemaMismatchError(
@@ -477,7 +486,7 @@ def run_import(
     items = plan.items
     if not items and not plan.failures:
         raise ValueError(f"nothing to import in {', '.join(sources)}")
-    assign_ids(items, sources, gloss_in_id=plan.gloss_in_id)
+    assign_ids(items, plan.sources or sources, gloss_in_id=plan.gloss_in_id)
     for item in items:
         if signers and item.signer is None:
             item.signer = signers.get((item.gloss, item.name))
@@ -485,7 +494,7 @@ def run_import(
     existing = _existing(store, storage_options)
     summary = ImportSummary()
     summary.num_frames = _num_frames(plan, num_frames, existing)
-    labels = _labels(items, existing)
+    labels = {**_labels(items, existing), **plan.labels}
     schema = _schema(plan, summary.num_frames, face, labels)
     _check_store(existing, schema)
     live = [i for i in items if i.error is None]
