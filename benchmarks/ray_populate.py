@@ -39,7 +39,7 @@ def run_local(url, entries, cpus, storage_options, landmarks=True):
 
 
 def run_ray(url, entries, workers, storage_options, landmarks=True):
-    from featurestore.extract.distributed import populate_with_ray
+    from featurestore.extract import populate_with_ray
 
     # the tiny encoder needs no CPU of its own: every CPU goes to decode/Holistic tasks,
     # as every CPU goes to Holistic processes in the baseline

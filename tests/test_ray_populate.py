@@ -16,8 +16,13 @@ pytest.importorskip("moto")
 from s3_server import shared_s3_server  # noqa: E402
 
 from featurestore import open_store  # noqa: E402
-from featurestore.extract import Entry, populate, read_manifest, synthesize  # noqa: E402
-from featurestore.extract.distributed import populate_with_ray  # noqa: E402
+from featurestore.extract import (  # noqa: E402
+    Entry,
+    populate,
+    populate_with_ray,
+    read_manifest,
+    synthesize,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -59,7 +59,7 @@ def _on_sigterm(signum, frame):
 
 
 def _populate(args) -> int:
-    from .bulk import populate
+    from .populate_local import populate
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
     entries, labels = _entries(args)
@@ -101,7 +101,7 @@ def _populate(args) -> int:
 
 def _populate_ray(args, entries, common):
     """The same run on a Ray cluster: encoder actors each own a segment of the store."""
-    from .distributed import populate_with_ray
+    from .populate_ray import populate_with_ray
 
     return populate_with_ray(
         args.store,

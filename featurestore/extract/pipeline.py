@@ -17,46 +17,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
-import numpy as np
-
-from .decode import Clip, DecodeError, decode_clip
+from . import stages
 from .encoder import GemmaEncoder
 from .landmarks import LandmarkPool
 from .manifest import Entry
+from .stages import Job
 
-__all__ = ["Job", "Pipeline"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 _LINGER_S = 0.05  # how long the encoder waits to fill a batch before running a partial one
-
-
-def _decoded_info(entry: Entry, clip: Clip) -> dict:
-    clamped = (entry.frame_end != -1 and entry.frame_end > clip.total_frames) or (
-        entry.frame_start < 1
-    )
-    return {
-        "num_real_frames": clip.num_real_frames,
-        "total_frames": clip.total_frames,
-        "frames_used": [clip.frame_start, clip.frame_end],
-        "range_clamped": bool(clamped),
-    }
-
-
-@dataclass(eq=False)
-class Job:
-    """One video on its way through the stages."""
-
-    entry: Entry
-    clip: Clip | None = None
-    gemma: np.ndarray | None = None
-    landmarks: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    error: str | None = None
-    source: dict | None = None
-    """What decoding found: real and total frame counts, the range used, whether clamped."""
-    _remaining: int = 0
 
 
 class Pipeline:
@@ -99,19 +70,13 @@ class Pipeline:
             self._done.put(job)
 
     def _decode(self, job: Job) -> None:
-        e = job.entry
         start = time.perf_counter()
-        try:
-            job.clip = decode_clip(e.path, self.num_frames, e.frame_start, e.frame_end)
-        except DecodeError as exc:
+        job.clip, error = stages.decode(job.entry, self.num_frames)
+        self._add_time("decode", time.perf_counter() - start)
+        if error is not None:
             job._remaining = 1
-            return self._finish_part(job, f"{exc.reason}: {exc}")
-        except Exception as exc:  # a decoder bug must not end the run
-            job._remaining = 1
-            return self._finish_part(job, f"decode: {e.path}: {type(exc).__name__}: {exc}")
-        finally:
-            self._add_time("decode", time.perf_counter() - start)
-        job.source = _decoded_info(e, job.clip)
+            return self._finish_part(job, error)
+        job.source = stages.decoded_info(job.entry, job.clip)
         job._remaining = (self.pool is not None) + (self.encoder is not None)
         if self.pool is not None:
             self._submit_landmarks(job)
@@ -168,20 +133,14 @@ class Pipeline:
                 self._encode(batch)
 
     def _encode(self, batch: list[Job]) -> None:
-        start = time.perf_counter()
-        try:
-            features = self.encoder.encode_videos([job.clip.frames for job in batch])
-        except Exception as exc:
-            if len(batch) > 1:  # find the video at fault; the others still get features
-                for job in batch:
-                    self._encode([job])
-                return
-            return self._finish_part(batch[0], f"encoder: {batch[0].entry.path}: {exc}")
-        self._add_time("encoder", time.perf_counter() - start)
-        self.frames_encoded += sum(len(f) for f in features)
-        for job, feats in zip(batch, features, strict=True):
+        videos = [job.clip.frames for job in batch]
+        done = stages.encode(self.encoder, videos, [job.entry.path for job in batch])
+        if done.frames:
+            self._add_time("encoder", done.seconds)
+        self.frames_encoded += done.frames
+        for job, feats, error in zip(batch, done.features, done.errors, strict=True):
             job.gemma = feats
-            self._finish_part(job)
+            self._finish_part(job, error)
 
     def _add_time(self, stage: str, seconds: float) -> None:
         with self._lock:

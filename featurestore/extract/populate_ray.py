@@ -1,5 +1,7 @@
-"""Bulk population on a Ray cluster: CPU tasks decode clips and run Holistic, a pool of
-encoder actors (one per GPU) encodes the frames and writes the store.
+"""``populate_with_ray``: the same populate run on a Ray cluster. CPU tasks decode clips and
+run Holistic, a pool of encoder actors (one per GPU) encodes the frames and writes the store.
+The options, the planning step and the decode, encode and write stages are the local
+runner's (``plan``, ``stages``); only the scheduling differs.
 
 Each actor owns one store ``Writer`` and so one segment of its own: Zarr v3 has no locks,
 and no two writers ever touch the same object. The driver cuts the work into shards of at
@@ -28,6 +30,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,13 +38,15 @@ import ray
 from ray.exceptions import RayActorError, RayError, WorkerCrashedError
 from tqdm import tqdm
 
-from .decode import Clip, DecodeError, decode_clip
+from . import stages
+from .decode import Clip
 from .landmarks import LandmarkExtractor
+from .plan import PopulateOptions, plan
+from .stages import Job
+from .summary import PopulateSummary
 
 if TYPE_CHECKING:
-    from .bulk import PopulateSummary
     from .manifest import Entry
-    from .pipeline import Job
 
 __all__ = ["RayPopulateSummary", "ShardResult", "populate_with_ray"]
 
@@ -115,7 +120,7 @@ class ShardResult:
 
 
 @dataclass
-class _Prepared:
+class _Decoded:
     """One decoded clip, with landmarks when asked: what a CPU task hands an encoder actor."""
 
     clip: Clip | None = None
@@ -131,20 +136,14 @@ class _Prepared:
 _holistic: dict[bool, LandmarkExtractor] = {}  # per worker process: Holistic loads in ~1 s
 
 
-def _prepare(entry: Entry, num_frames: int, landmarks: bool, face: bool) -> _Prepared:
+def _decode_task(entry: Entry, num_frames: int, landmarks: bool, face: bool) -> _Decoded:
     """Decode one clip and run Holistic on it; errors come back as values, never raised."""
-    out = _Prepared()
+    out = _Decoded()
     start = time.perf_counter()
-    try:
-        clip = decode_clip(entry.path, num_frames, entry.frame_start, entry.frame_end)
-    except DecodeError as exc:
-        out.error = f"{exc.reason}: {exc}"
+    clip, out.error = stages.decode(entry, num_frames)
+    out.seconds["decode"] = time.perf_counter() - start
+    if clip is None:
         return out
-    except Exception as exc:  # a decoder bug must not end the run
-        out.error = f"decode: {entry.path}: {type(exc).__name__}: {exc}"
-        return out
-    finally:
-        out.seconds["decode"] = time.perf_counter() - start
     out.clip = clip
     if landmarks:
         start = time.perf_counter()
@@ -197,8 +196,6 @@ class _EncoderWriter:
     def write_shard(
         self, shard: int, entries: list[Entry], refs: list, overwrite: bool, retry: bool
     ) -> ShardResult:
-        from .bulk import PopulateSummary, _write_all
-
         writer = self._open(overwrite)
         summary = PopulateSummary()
         if retry and not overwrite:  # a dead worker may have committed part of it
@@ -210,7 +207,7 @@ class _EncoderWriter:
         self._frames = 0
         jobs = self._encoded(entries, refs, summary.stage_seconds)
         with tqdm(disable=True) as bar:
-            _write_all(jobs, writer, summary, bar, self.extractor)
+            stages.write(jobs, writer, summary, bar, self.extractor.streams)
         writer.flush()
         return ShardResult(
             shard,
@@ -226,29 +223,27 @@ class _EncoderWriter:
 
     def _encoded(self, entries: list[Entry], refs: list, seconds: dict) -> Iterator[Job]:
         """Jobs in shard order, each with its features; frames of several videos per forward."""
-        from .pipeline import Job, _decoded_info
-
         pending: list[tuple[Job, np.ndarray]] = []
         for entry, ref in zip(entries, refs, strict=True):
             job = Job(entry)
             try:
-                prepared: _Prepared = ray.get(ref)
+                decoded: _Decoded = ray.get(ref)
             except WorkerCrashedError:  # on every retry: a clip that crashes the decoder/Holistic
-                prepared = _Prepared(error=f"worker: {entry.path}: worker process died")
+                decoded = _Decoded(error=f"worker: {entry.path}: worker process died")
             except RayError as exc:
-                prepared = _Prepared(error=f"worker: {entry.path}: {type(exc).__name__}: {exc}")
-            for stage, s in prepared.seconds.items():
+                decoded = _Decoded(error=f"worker: {entry.path}: {type(exc).__name__}: {exc}")
+            for stage, s in decoded.seconds.items():
                 seconds[stage] = seconds.get(stage, 0.0) + s
-            job.error, job.landmarks, job.mask = prepared.error, prepared.landmarks, prepared.mask
-            if prepared.clip is not None:
-                job.source = _decoded_info(entry, prepared.clip)
+            job.error, job.landmarks, job.mask = decoded.error, decoded.landmarks, decoded.mask
+            if decoded.clip is not None:
+                job.source = stages.decoded_info(entry, decoded.clip)
             if job.error is not None or self.extractor.encoder is None:
                 yield from self._encode(pending, seconds)
                 pending = []
                 yield job
                 continue
             # frames from the object store are read-only; torch wants to own writable ones
-            pending.append((job, np.require(prepared.clip.frames, requirements="W")))
+            pending.append((job, np.require(decoded.clip.frames, requirements="W")))
             if sum(len(f) for _, f in pending) >= self.extractor.encoder.batch_size:
                 yield from self._encode(pending, seconds)
                 pending = []
@@ -257,22 +252,13 @@ class _EncoderWriter:
     def _encode(self, pending: list[tuple[Job, np.ndarray]], seconds: dict) -> Iterator[Job]:
         if not pending:
             return
-        start = time.perf_counter()
-        try:
-            features = self.extractor.encoder.encode_videos([f for _, f in pending])
-        except Exception as exc:
-            if len(pending) > 1:  # find the video at fault; the others still get features
-                for one in pending:
-                    yield from self._encode([one], seconds)
-                return
-            job = pending[0][0]
-            job.error = f"encoder: {job.entry.path}: {exc}"
-            yield job
-            return
-        seconds["encoder"] = seconds.get("encoder", 0.0) + time.perf_counter() - start
-        self._frames += sum(len(f) for f in features)
-        for (job, _), feats in zip(pending, features, strict=True):
-            job.gemma = feats
+        videos, paths = [f for _, f in pending], [job.entry.path for job, _ in pending]
+        done = stages.encode(self.extractor.encoder, videos, paths)
+        if done.frames:
+            seconds["encoder"] = seconds.get("encoder", 0.0) + done.seconds
+        self._frames += done.frames
+        for (job, _), feats, error in zip(pending, done.features, done.errors, strict=True):
+            job.gemma, job.error = feats, error
             yield job
 
 
@@ -370,63 +356,29 @@ def populate_with_ray(
     ``max_retries`` times on a fresh worker; after that its videos are reported as lost
     and a rerun finishes them. ``on_shard`` is called after every committed shard.
     """
-    from ..store import create_store
-    from .bulk import PopulateSummary, _existing_labels
-    from .manifest import assign_labels
-
     started = time.perf_counter()
     device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
-    entries = list(entries)
-    entries, label_map = assign_labels(entries, _existing_labels(store_url, storage_options))
-    if labels:
-        label_map = {**label_map, **labels}
-    entries = entries[:limit] if limit is not None else entries
-    extractor = dict(
-        encoder=encoder,
-        num_frames=num_frames,
-        device=device,
-        landmarks=landmarks,
-        face=face,
-        pooling=pooling,
-        flash_attention=flash_attention,
-        batch_size=batch_size,
-        revision=revision,
-    )
+    options = PopulateOptions.pick(locals())
+    extractor = options.extractor_args()
     shutdown = _connect(address, ray_init)
     actor_cls = ray.remote(_EncoderWriter)
     env = _aws_env()
 
     def make(name: str):
-        options = dict(
+        resources = dict(
             name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
         )
         if env:
-            options["runtime_env"] = {"env_vars": env}
-        return actor_cls.options(**options).remote(name, store_url, storage_options, extractor)
+            resources["runtime_env"] = {"env_vars": env}
+        return actor_cls.options(**resources).remote(name, store_url, storage_options, extractor)
 
     summary = RayPopulateSummary(PopulateSummary())
     pool = None
     try:
         summary.workers = num_workers or _default_workers(gpus_per_worker)
         pool = _Pool(summary.workers, make)
-        # the workers built the encoder; the driver never loads it
-        try:
-            schema = ray.get(pool.actors[0].schema.remote(label_map))
-        except RayActorError as exc:
-            raise RuntimeError(f"the encoder workers could not start: {exc}") from exc
-        for fp in ray.get([a.fingerprint.remote() for a in pool.actors[1:]]):
-            if fp != schema.encoder:
-                raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
-        store = create_store(store_url, schema, exist_ok=True, storage_options=storage_options)
-        committed = set() if overwrite else set(store.ids())
-        todo = []
-        for e in entries:
-            if e.video_id in committed:
-                summary.run.skipped += 1
-            elif e.error:
-                summary.failed[e.video_id] = e.error
-            else:
-                todo.append(e)
+        planned = plan(store_url, entries, options, partial(_schema, pool), summary.run)
+        store, todo = planned.store, planned.todo
         if summary.failed:
             with store.writer() as w:
                 for vid, reason in summary.failed.items():
@@ -435,7 +387,7 @@ def populate_with_ray(
         shards = deque(
             _Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))
         )
-        task = ray.remote(_prepare).options(num_cpus=cpus_per_task, max_retries=3)
+        task = ray.remote(_decode_task).options(num_cpus=cpus_per_task, max_retries=3)
         summary.run.startup_s = time.perf_counter() - started  # workers up, store checked
         with tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1) as bar:
             _run(shards, pool, task, (num_frames, landmarks, face), overwrite, max_retries,
@@ -451,6 +403,18 @@ def populate_with_ray(
             ray.shutdown()
     summary.run.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _schema(pool: _Pool, labels: dict[int, str]):
+    """The run's schema, from the workers: they built the encoder, the driver never loads it."""
+    try:
+        schema = ray.get(pool.actors[0].schema.remote(labels))
+    except RayActorError as exc:
+        raise RuntimeError(f"the encoder workers could not start: {exc}") from exc
+    for fp in ray.get([a.fingerprint.remote() for a in pool.actors[1:]]):
+        if fp != schema.encoder:
+            raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
+    return schema
 
 
 def _default_workers(gpus_per_worker: float) -> int:

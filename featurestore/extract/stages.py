@@ -1,0 +1,156 @@
+"""The stages every populate runner shares, so the local pipeline and Ray do the same work.
+
+``decode`` turns a bad clip into a recorded reason instead of an exception; ``encode`` runs
+the frozen encoder over the frames of several videos and, when a batch fails, retries it
+one video at a time so only the video at fault fails; ``write`` commits finished videos
+(or records why they failed). No torch at import: Ray's CPU tasks import this module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InvalidVideoError
+from .decode import Clip, DecodeError, decode_clip
+from .manifest import Entry
+
+if TYPE_CHECKING:
+    from ..schema import StreamSpec
+    from ..writer import Writer
+    from .encoder import GemmaEncoder
+    from .summary import PopulateSummary
+
+__all__ = ["Encoded", "Job", "decode", "decoded_info", "encode", "write"]
+
+COMMIT_SECONDS = 60.0
+"""A slow run still commits at least this often."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One video on its way through the stages."""
+
+    entry: Entry
+    clip: Clip | None = None
+    gemma: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+    source: dict | None = None
+    """What decoding found: real and total frame counts, the range used, whether clamped."""
+    _remaining: int = 0
+
+
+def decode(entry: Entry, num_frames: int) -> tuple[Clip | None, str | None]:
+    """The clip's T frames, or None and the reason ("missing: ...", "decode: ...")."""
+    try:
+        return decode_clip(entry.path, num_frames, entry.frame_start, entry.frame_end), None
+    except DecodeError as exc:
+        return None, f"{exc.reason}: {exc}"
+    except Exception as exc:  # a decoder bug must not end the run
+        return None, f"decode: {entry.path}: {type(exc).__name__}: {exc}"
+
+
+def decoded_info(entry: Entry, clip: Clip) -> dict:
+    """What the store records about decoding: frame counts, the range used, whether clamped."""
+    clamped = (entry.frame_end != -1 and entry.frame_end > clip.total_frames) or (
+        entry.frame_start < 1
+    )
+    return {
+        "num_real_frames": clip.num_real_frames,
+        "total_frames": clip.total_frames,
+        "frames_used": [clip.frame_start, clip.frame_end],
+        "range_clamped": bool(clamped),
+    }
+
+
+@dataclass
+class Encoded:
+    """Per video, features or the reason there are none; and what the forwards cost."""
+
+    features: list[np.ndarray | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    seconds: float = 0.0
+    """Time of the forward passes that succeeded."""
+    frames: int = 0
+
+
+def encode(encoder: GemmaEncoder, videos: list[np.ndarray], paths: list[Path]) -> Encoded:
+    """Encode the frames of several videos together; a batch that fails is retried one
+    video at a time, so the others still get features and the error names the one at fault."""
+    start = time.perf_counter()
+    try:
+        features = encoder.encode_videos(videos)
+    except Exception as exc:
+        if len(videos) == 1:
+            return Encoded([None], [f"encoder: {paths[0]}: {exc}"])
+        out = Encoded()
+        for video, path in zip(videos, paths, strict=True):
+            one = encode(encoder, [video], [path])
+            out.features += one.features
+            out.errors += one.errors
+            out.seconds += one.seconds
+            out.frames += one.frames
+        return out
+    seconds = time.perf_counter() - start
+    return Encoded(list(features), [None] * len(features), seconds, sum(len(f) for f in features))
+
+
+def _source(job: Job) -> dict:
+    e = job.entry
+    return {
+        "path": str(e.path),
+        "frame_start": e.frame_start,
+        "frame_end": e.frame_end,
+        **job.source,
+    }
+
+
+def write(
+    jobs: Iterable[Job],
+    writer: Writer,
+    summary: PopulateSummary,
+    bar,
+    streams: dict[str, StreamSpec],
+) -> None:
+    """Put each finished video (or record its failure) in the caller's thread, the writer's,
+    committing at least every ``COMMIT_SECONDS``."""
+    last_commit = time.monotonic()
+    write_s = 0.0
+    for job in jobs:
+        vid = job.entry.video_id
+        start = time.perf_counter()
+        if job.error is None:
+            arrays = {}
+            if job.gemma is not None:
+                arrays["gemma"] = job.gemma.astype(streams["gemma"].dtype)
+            if job.landmarks is not None:
+                arrays["landmarks"], arrays["landmark_mask"] = job.landmarks, job.mask
+            try:
+                writer.put(
+                    vid,
+                    arrays,
+                    label=job.entry.label if job.entry.label is not None else -1,
+                    gloss=job.entry.gloss,
+                    split=job.entry.split,
+                    source=_source(job),
+                )
+                summary.done += 1
+            except InvalidVideoError as exc:
+                job.error = f"write: {exc}"
+        if job.error is not None:
+            writer.fail(vid, job.error)
+            summary.failed[vid] = job.error
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+        if writer.pending and time.monotonic() - last_commit > COMMIT_SECONDS:
+            writer.flush()
+            last_commit = time.monotonic()
+        write_s += time.perf_counter() - start
+        bar.update(1)
+    summary.stage_seconds["write"] = write_s
