@@ -14,7 +14,15 @@ from .errors import (
     StreamNotFoundError,
     VideoNotFoundError,
 )
-from .schema import SCHEMA_VERSION, StoreSchema, StreamSpec, validate_video_id
+from .schema import (
+    GEMMA_STREAM,
+    LANDMARK_MASK_STREAM,
+    LANDMARKS_STREAM,
+    SCHEMA_VERSION,
+    StoreSchema,
+    StreamSpec,
+    validate_video_id,
+)
 from .store import Batch, Block, FeatureStore, Video, create_store, open_store
 from .writer import Writer
 
@@ -22,6 +30,9 @@ from .writer import Writer
 from .importers import ImportSummary, import_dataset  # needs the names above
 
 __all__ = [
+    "GEMMA_STREAM",
+    "LANDMARKS_STREAM",
+    "LANDMARK_MASK_STREAM",
     "SCHEMA_VERSION",
     "Batch",
     "Block",

@@ -157,12 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_compact)
 
-    try:
-        from .extract.cli import add_subcommands
-    except ImportError:  # extraction not built yet
-        add_subcommands = None
-    if add_subcommands is not None:
-        add_subcommands(sub)
+    from .extract.cli import add_subcommands  # a broken install must fail here, not hide populate
+
+    add_subcommands(sub)
     from .importers.cli import add_subcommands as add_import
 
     add_import(sub)

@@ -16,6 +16,14 @@ from .errors import InvalidVideoError, SchemaMismatchError
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "signstore.featurestore"
+
+# The streams an extraction writes (a store may hold any named streams; these are the known ones).
+GEMMA_STREAM = "gemma"
+"""Gemma 3 image features, (T, D)."""
+LANDMARKS_STREAM = "landmarks"
+"""MediaPipe Holistic points, (T, K, 3)."""
+LANDMARK_MASK_STREAM = "landmark_mask"
+"""Which landmark parts were found in each frame, (T, P)."""
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 _DTYPES = {"float16", "float32", "float64", "bool", "uint8", "int8", "int16", "int32", "int64"}
 
@@ -52,7 +60,7 @@ class StoreSchema:
     num_frames: int
     """T: frames sampled per video."""
     streams: dict[str, StreamSpec]
-    """Stream name -> per-video spec ("gemma", "landmarks", "landmark_mask", ...)."""
+    """Stream name -> per-video spec (``GEMMA_STREAM``, ``LANDMARKS_STREAM``, ...)."""
     encoder: dict[str, Any] = field(default_factory=dict)
     """Encoder fingerprint (model id, revision/hash, pooling, image size, dtype, feature dim)."""
     landmark_layout: dict[str, Any] = field(default_factory=dict)

@@ -67,7 +67,7 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 def pass_stderr(proc: subprocess.Popen) -> None:
     """The server's log lines, without MediaPipe's per-clip C++ chatter."""
-    from featurestore.extract.landmarks import MEDIAPIPE_CHATTER
+    from featurestore.extract.holistic import MEDIAPIPE_CHATTER
 
     for line in proc.stderr:
         if not line.startswith(MEDIAPIPE_CHATTER):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featurestore.extract import EncoderError, load_encoder
-from featurestore.extract.encoder import preset_config
+from featurestore.extract.gemma import preset_config
 
 tiny_encoder = conftest_extract.tiny_encoder  # the session fixture
 

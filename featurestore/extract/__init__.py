@@ -1,4 +1,4 @@
-"""Feature extraction: decode clips, run the frozen encoders, bulk-populate a store.
+"""Feature extraction: decode clips, run frozen Gemma and MediaPipe Holistic, populate a store.
 
 Names load on first use (PEP 562), so ``featurestore`` commands that never extract do
 not pay for importing torch, transformers and MediaPipe.
@@ -8,6 +8,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "ClipExtractor": "clip",
+    "extraction_streams": "clip",
     "stream_specs": "clip",
     "Clip": "decode",
     "DecodeError": "decode",
@@ -15,15 +16,16 @@ _EXPORTS = {
     "decode_clip": "decode",
     "DEFAULT_ENCODER": "defaults",
     "POOLINGS": "defaults",
-    "PRESETS": "encoder",
-    "EncoderError": "encoder",
-    "GemmaEncoder": "encoder",
-    "load_encoder": "encoder",
-    "FACE_SUBSET": "landmarks",
-    "LandmarkExtractor": "landmarks",
-    "LandmarkPool": "landmarks",
-    "landmark_layout": "landmarks",
+    "PRESETS": "gemma",
+    "EncoderError": "gemma",
+    "GemmaEncoder": "gemma",
+    "load_encoder": "gemma",
+    "FACE_SUBSET": "holistic",
+    "LandmarkExtractor": "holistic",
+    "LandmarkPool": "holistic",
+    "landmark_layout": "holistic",
     "Entry": "manifest",
+    "ManifestEntry": "manifest",
     "ManifestError": "manifest",
     "assign_labels": "manifest",
     "read_manifest": "manifest",

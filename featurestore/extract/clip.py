@@ -10,15 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..schema import StoreSchema, StreamSpec
+from ..schema import (
+    GEMMA_STREAM,
+    LANDMARK_MASK_STREAM,
+    LANDMARKS_STREAM,
+    StoreSchema,
+    StreamSpec,
+)
 from .decode import Clip, decode_clip
-from .encoder import GemmaEncoder, load_encoder
-from .landmarks import LandmarkExtractor, landmark_layout
+from .gemma import GemmaEncoder, load_encoder
+from .holistic import LandmarkExtractor, landmark_layout
 
-__all__ = ["ClipExtractor", "stream_specs"]
+__all__ = ["ClipExtractor", "extraction_streams", "stream_specs"]
 
 
-def stream_specs(
+def extraction_streams(
     num_frames: int,
     feature_dim: int | None,
     layout: dict | None,
@@ -27,13 +33,18 @@ def stream_specs(
     """The store streams that an extraction produces (encoder and landmarks each optional)."""
     streams = {}
     if feature_dim is not None:
-        streams["gemma"] = StreamSpec((num_frames, feature_dim), gemma_dtype)
+        streams[GEMMA_STREAM] = StreamSpec((num_frames, feature_dim), gemma_dtype)
     if layout is not None:
-        streams["landmarks"] = StreamSpec((num_frames, sum(layout["sizes"]), 3), "float32")
-        streams["landmark_mask"] = StreamSpec((num_frames, len(layout["parts"])), "bool")
+        points = sum(layout["sizes"])
+        streams[LANDMARKS_STREAM] = StreamSpec((num_frames, points, 3), "float32")
+        streams[LANDMARK_MASK_STREAM] = StreamSpec((num_frames, len(layout["parts"])), "bool")
     if not streams:
         raise ValueError("nothing to extract: both the encoder and landmarks are off")
     return streams
+
+
+stream_specs = extraction_streams
+"""The earlier name, kept for callers."""
 
 
 class ClipExtractor:
@@ -69,7 +80,7 @@ class ClipExtractor:
         self.layout = landmark_layout(face) if landmarks else None
         self._face = face
         self._landmarks: LandmarkExtractor | None = None
-        self.streams = stream_specs(
+        self.streams = extraction_streams(
             self.num_frames,
             None if encoder is None else encoder.feature_dim,
             self.layout,
@@ -95,18 +106,18 @@ class ClipExtractor:
         """The extractor that produced ``store``'s features; SchemaMismatchError if it cannot."""
         schema = store.schema
         enc = schema.encoder or {}
-        has_gemma = "gemma" in schema.streams
+        has_gemma = GEMMA_STREAM in schema.streams
         extractor = cls(
             encoder=enc.get("model_id") if has_gemma else None,
             num_frames=schema.num_frames,
             device=device,
-            landmarks="landmarks" in schema.streams,
+            landmarks=LANDMARKS_STREAM in schema.streams,
             face="face" in (schema.landmark_layout or {}).get("parts", []),
             pooling=enc.get("pooling", "mean_soft_tokens"),
             batch_size=batch_size,
             dtype=enc.get("dtype"),
             revision=enc.get("revision"),
-            gemma_dtype=schema.streams["gemma"].dtype if has_gemma else "float16",
+            gemma_dtype=schema.streams[GEMMA_STREAM].dtype if has_gemma else "float16",
         )
         store.check_compatible(
             encoder=extractor.fingerprint,
@@ -123,11 +134,12 @@ class ClipExtractor:
         out = {}
         if self.encoder is not None:
             features = self.encoder.encode(clip.frames)
-            out["gemma"] = features.astype(self.streams["gemma"].dtype)
+            out[GEMMA_STREAM] = features.astype(self.streams[GEMMA_STREAM].dtype)
         if self.layout is not None:
             if self._landmarks is None:
                 self._landmarks = LandmarkExtractor(face=self._face)
-            out["landmarks"], out["landmark_mask"] = self._landmarks.extract(clip.frames)
+            points, mask = self._landmarks.extract(clip.frames)
+            out[LANDMARKS_STREAM], out[LANDMARK_MASK_STREAM] = points, mask
         return out
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from ..schema import validate_video_id
 
 __all__ = [
     "Entry",
+    "ManifestEntry",
     "ManifestError",
     "read_manifest",
     "read_wlasl",
@@ -37,8 +38,8 @@ class ManifestError(ValueError):
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One video to extract."""
+class ManifestEntry:
+    """One video to extract: a row of a manifest (not a committed video: ``IndexEntry``)."""
 
     video_id: str
     path: Path
@@ -55,6 +56,10 @@ class Entry:
     """Why this entry cannot be extracted, found while reading the manifest."""
 
 
+Entry = ManifestEntry
+"""The earlier name, kept for callers."""
+
+
 def _int_field(row: dict, key: str, default: int) -> int:
     value = row.get(key)
     if value is None or str(value).strip() == "":
@@ -65,7 +70,7 @@ def _int_field(row: dict, key: str, default: int) -> int:
         raise ValueError(f"field {key!r} is {value!r}, not an integer") from None
 
 
-def _entry_from_row(row: dict, base: Path, where: str) -> Entry:
+def _entry_from_row(row: dict, base: Path, where: str) -> ManifestEntry:
     video_id = str(row.get("video_id") or "").strip()
     path = Path(str(row.get("path") or "").strip())
     path = path if path.is_absolute() else base / path
@@ -81,9 +86,9 @@ def _entry_from_row(row: dict, base: Path, where: str) -> Entry:
             raise ValueError("field 'path' is empty")
         start = _int_field(row, "start_frame", _int_field(row, "frame_start", 1))
         end = _int_field(row, "end_frame", _int_field(row, "frame_end", -1))
-        return Entry(**fields, frame_start=start, frame_end=end)
+        return ManifestEntry(**fields, frame_start=start, frame_end=end)
     except (ValueError, InvalidVideoError) as exc:
-        return Entry(**fields, error=f"{where}: {exc}")
+        return ManifestEntry(**fields, error=f"{where}: {exc}")
 
 
 def _rows(path: Path) -> Iterable[tuple[dict, str]]:
@@ -107,7 +112,7 @@ def _rows(path: Path) -> Iterable[tuple[dict, str]]:
             yield row, f"{path.name} line {n}"
 
 
-def _dedupe(entries: list[Entry]) -> list[Entry]:
+def _dedupe(entries: list[ManifestEntry]) -> list[ManifestEntry]:
     """Keep the first entry of each id: a second one would overwrite or collide with it."""
     seen: set[str] = set()
     out = []
@@ -120,7 +125,7 @@ def _dedupe(entries: list[Entry]) -> list[Entry]:
     return out
 
 
-def read_manifest(path: str | Path) -> list[Entry]:
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
     """Rows ``video_id,path,gloss,split[,start_frame,end_frame]`` of a .csv or .jsonl file.
 
     Relative paths are resolved against the manifest's folder; later duplicates are dropped.
@@ -134,7 +139,7 @@ def read_manifest(path: str | Path) -> list[Entry]:
 
 def read_wlasl(
     root: str | Path, subset: str | Path | None = None
-) -> tuple[list[Entry], dict[int, str]]:
+) -> tuple[list[ManifestEntry], dict[int, str]]:
     """Entries and label map of a WLASL download (``WLASL_v0.3.json``, ``videos/{id}.mp4``).
 
     The label of a gloss is its position in ``WLASL_v0.3.json`` (how the ``nslt_*.json``
@@ -191,12 +196,12 @@ def read_wlasl(
             error = f"manifest: class {label} is not in {index_file.name}"
         elif vid in missing and not path.exists():
             error = "missing: listed in missing.txt (never downloaded)"
-        entries.append(Entry(vid, path, gloss, split, label, start, end, error))
+        entries.append(ManifestEntry(vid, path, gloss, split, label, start, end, error))
     used = {e.label for e in entries}
     return entries, {k: v for k, v in labels.items() if k in used}
 
 
-def scan_videos(folder: str | Path) -> list[Entry]:
+def scan_videos(folder: str | Path) -> list[ManifestEntry]:
     """Video files of a folder: ``DIR/{id}.mp4`` unlabeled, ``DIR/{gloss}/{id}.mp4`` labeled.
 
     Unlabeled videos go to split ``unlabeled``; labeled ones to ``train``.
@@ -223,8 +228,8 @@ def scan_videos(folder: str | Path) -> list[Entry]:
 
 
 def assign_labels(
-    entries: list[Entry], existing: dict[int, str]
-) -> tuple[list[Entry], dict[int, str]]:
+    entries: list[ManifestEntry], existing: dict[int, str]
+) -> tuple[list[ManifestEntry], dict[int, str]]:
     """Give each labeled entry a label, keeping the store's existing label map unchanged.
 
     Glosses already in ``existing`` keep their label; new glosses get the next free labels

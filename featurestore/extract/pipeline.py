@@ -19,9 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from . import stages
-from .encoder import GemmaEncoder
-from .landmarks import LandmarkPool
-from .manifest import Entry
+from .gemma import GemmaEncoder
+from .holistic import LandmarkPool
+from .manifest import ManifestEntry
 from .stages import Job
 
 __all__ = ["Pipeline"]
@@ -147,7 +147,7 @@ class Pipeline:
             self.stage_seconds[stage] += seconds
 
     # -- driving --------------------------------------------------------------------------
-    def _feed(self, entries: list[Entry], decoder: ThreadPoolExecutor) -> None:
+    def _feed(self, entries: list[ManifestEntry], decoder: ThreadPoolExecutor) -> None:
         for entry in entries:
             while not self._slots.acquire(timeout=0.1):
                 if self._stop.is_set():
@@ -156,7 +156,7 @@ class Pipeline:
                 return
             decoder.submit(self._decode, Job(entry))
 
-    def run(self, entries: Iterable[Entry]) -> Iterator[Job]:
+    def run(self, entries: Iterable[ManifestEntry]) -> Iterator[Job]:
         """Yield every entry's finished Job (features or error), in completion order.
 
         Closing the generator early (an exception or Ctrl-C in the consumer) stops the

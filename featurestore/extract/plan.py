@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 from ..schema import StoreSchema
 from ..store import FeatureStore, create_store, open_store
-from .manifest import Entry, assign_labels
+from .manifest import ManifestEntry, assign_labels
 
 if TYPE_CHECKING:
     from .summary import PopulateSummary
@@ -74,7 +74,7 @@ class Plan:
     """The store, checked against the run's schema, and the entries still to extract."""
 
     store: FeatureStore
-    todo: list[Entry]
+    todo: list[ManifestEntry]
 
 
 def _existing_labels(store_url: str, storage_options: dict | None) -> dict[int, str]:
@@ -88,7 +88,7 @@ def _existing_labels(store_url: str, storage_options: dict | None) -> dict[int, 
 
 def plan(
     store_url: str,
-    entries: Iterable[Entry],
+    entries: Iterable[ManifestEntry],
     options: PopulateOptions,
     schema_for: Callable[[dict[int, str]], StoreSchema],
     summary: PopulateSummary,

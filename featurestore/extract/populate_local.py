@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from . import stages
 from .clip import ClipExtractor
-from .encoder import GemmaEncoder
-from .landmarks import LandmarkPool
-from .manifest import Entry
+from .gemma import GemmaEncoder
+from .holistic import LandmarkPool
+from .manifest import ManifestEntry
 from .pipeline import Pipeline
 from .plan import PopulateOptions, plan
 from .summary import PopulateSummary
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def populate(
     store_url: str,
-    entries: Iterable[Entry],
+    entries: Iterable[ManifestEntry],
     encoder: str | GemmaEncoder | None = "tiny-random",
     num_frames: int = 16,
     device: str = "cpu",
@@ -70,7 +70,7 @@ def populate(
 
 def run_local(
     store_url: str,
-    entries: Iterable[Entry],
+    entries: Iterable[ManifestEntry],
     options: PopulateOptions,
     workers: int | None = None,
     commit_every: int | None = None,

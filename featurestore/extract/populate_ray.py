@@ -40,13 +40,13 @@ from tqdm import tqdm
 
 from . import stages
 from .decode import Clip
-from .landmarks import LandmarkExtractor
+from .holistic import LandmarkExtractor
 from .plan import PopulateOptions, plan
 from .stages import Job
 from .summary import PopulateSummary
 
 if TYPE_CHECKING:
-    from .manifest import Entry
+    from .manifest import ManifestEntry
 
 __all__ = ["RayPopulateSummary", "ShardResult", "populate_with_ray"]
 
@@ -136,7 +136,7 @@ class _Decoded:
 _holistic: dict[bool, LandmarkExtractor] = {}  # per worker process: Holistic loads in ~1 s
 
 
-def _decode_task(entry: Entry, num_frames: int, landmarks: bool, face: bool) -> _Decoded:
+def _decode_task(entry: ManifestEntry, num_frames: int, landmarks: bool, face: bool) -> _Decoded:
     """Decode one clip and run Holistic on it; errors come back as values, never raised."""
     out = _Decoded()
     start = time.perf_counter()
@@ -194,7 +194,7 @@ class _EncoderWriter:
         return self._writer
 
     def write_shard(
-        self, shard: int, entries: list[Entry], refs: list, overwrite: bool, retry: bool
+        self, shard: int, entries: list[ManifestEntry], refs: list, overwrite: bool, retry: bool
     ) -> ShardResult:
         writer = self._open(overwrite)
         summary = PopulateSummary()
@@ -221,7 +221,7 @@ class _EncoderWriter:
             self._frames,
         )
 
-    def _encoded(self, entries: list[Entry], refs: list, seconds: dict) -> Iterator[Job]:
+    def _encoded(self, entries: list[ManifestEntry], refs: list, seconds: dict) -> Iterator[Job]:
         """Jobs in shard order, each with its features; frames of several videos per forward."""
         pending: list[tuple[Job, np.ndarray]] = []
         for entry, ref in zip(entries, refs, strict=True):
@@ -269,7 +269,7 @@ class _EncoderWriter:
 @dataclass
 class _Shard:
     index: int
-    entries: list[Entry]
+    entries: list[ManifestEntry]
     refs: list
     attempts: int = 0
 
@@ -318,7 +318,7 @@ class _Pool:
 
 def populate_with_ray(
     store_url: str,
-    entries: Iterable[Entry],
+    entries: Iterable[ManifestEntry],
     *,
     address: str | None = None,
     num_workers: int | None = None,
@@ -491,7 +491,7 @@ def _merge(summary: RayPopulateSummary, result: ShardResult) -> None:
         run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + s
 
 
-def _check_visible(store, summary: RayPopulateSummary, todo: list[Entry]) -> None:
+def _check_visible(store, summary: RayPopulateSummary, todo: list[ManifestEntry]) -> None:
     """Every video a worker reported done must now be in the index, or it counts as lost."""
     store.refresh()
     present = set(store.ids())

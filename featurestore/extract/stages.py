@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvalidVideoError
+from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
 from .decode import Clip, DecodeError, decode_clip
-from .manifest import Entry
+from .manifest import ManifestEntry
 
 if TYPE_CHECKING:
     from ..schema import StreamSpec
     from ..writer import Writer
-    from .encoder import GemmaEncoder
+    from .gemma import GemmaEncoder
     from .summary import PopulateSummary
 
 __all__ = ["Encoded", "Job", "decode", "decoded_info", "encode", "write"]
@@ -36,7 +37,7 @@ COMMIT_SECONDS = 60.0
 class Job:
     """One video on its way through the stages."""
 
-    entry: Entry
+    entry: ManifestEntry
     clip: Clip | None = None
     gemma: np.ndarray | None = None
     landmarks: np.ndarray | None = None
@@ -47,7 +48,7 @@ class Job:
     _remaining: int = 0
 
 
-def decode(entry: Entry, num_frames: int) -> tuple[Clip | None, str | None]:
+def decode(entry: ManifestEntry, num_frames: int) -> tuple[Clip | None, str | None]:
     """The clip's T frames, or None and the reason ("missing: ...", "decode: ...")."""
     try:
         return decode_clip(entry.path, num_frames, entry.frame_start, entry.frame_end), None
@@ -57,7 +58,7 @@ def decode(entry: Entry, num_frames: int) -> tuple[Clip | None, str | None]:
         return None, f"decode: {entry.path}: {type(exc).__name__}: {exc}"
 
 
-def decoded_info(entry: Entry, clip: Clip) -> dict:
+def decoded_info(entry: ManifestEntry, clip: Clip) -> dict:
     """What the store records about decoding: frame counts, the range used, whether clamped."""
     clamped = (entry.frame_end != -1 and entry.frame_end > clip.total_frames) or (
         entry.frame_start < 1
@@ -129,9 +130,9 @@ def write(
         if job.error is None:
             arrays = {}
             if job.gemma is not None:
-                arrays["gemma"] = job.gemma.astype(streams["gemma"].dtype)
+                arrays[GEMMA_STREAM] = job.gemma.astype(streams[GEMMA_STREAM].dtype)
             if job.landmarks is not None:
-                arrays["landmarks"], arrays["landmark_mask"] = job.landmarks, job.mask
+                arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM] = job.landmarks, job.mask
             try:
                 writer.put(
                     vid,
