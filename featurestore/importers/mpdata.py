@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ast
 import os
+import struct
 import zipfile
+import zlib
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -27,10 +29,10 @@ WIDTHS = {
     126: {"left_hand": (0, 3), "right_hand": (63, 3)},
 }
 _POINTS = {"pose": 33, "face": 468, "left_hand": 21, "right_hand": 21}
-_headers: dict[bytes, tuple[np.dtype, tuple, int]] = {}
+_headers: dict[bytes, tuple[np.dtype, tuple, int, int]] = {}
 
 
-def parse_npy(raw: bytes, where: str) -> np.ndarray:
+def parse_npy(raw: bytes, where: str = "") -> np.ndarray:
     """The array in ``.npy`` bytes; a header seen before is not parsed again."""
     if raw[:6] != b"\x93NUMPY":
         raise BadInput(f"{where}: not a .npy file")
@@ -46,16 +48,15 @@ def parse_npy(raw: bytes, where: str) -> np.ndarray:
             raise BadInput(f"{where}: unreadable .npy header ({exc})") from None
         if dtype.kind not in "fiu" or header.get("fortran_order") and len(shape) > 1:
             raise BadInput(f"{where}: .npy holds {dtype}, not numbers")
-        _headers[key] = (dtype, shape, end)
-    dtype, shape, end = _headers[key]
-    count = int(np.prod(shape))
+        _headers[key] = (dtype, shape, end, int(np.prod(shape)))
+    dtype, shape, end, count = _headers[key]
     if len(raw) - end < count * dtype.itemsize:
         raise BadInput(f"{where}: truncated .npy ({len(raw)} bytes)")
     return np.frombuffer(raw, dtype, count, offset=end).reshape(shape)
 
 
 class Tree:
-    """Files of a folder or a zip by relative POSIX path, and the folders among them."""
+    """Files of a folder or a zip by relative POSIX path (and split into parts), and folders."""
 
     def __init__(self, source: str):
         path = Path(source)
@@ -63,33 +64,55 @@ class Tree:
         self.zip: zipfile.ZipFile | None = None
         self.root: tuple[str, ...] = ()
         if path.is_dir():
-            self.files, self.dirs = [], set()
+            names = []
             for top, dirs, files in os.walk(path):
-                rel = PurePosixPath(Path(top).relative_to(path).as_posix())
-                self.dirs.update(str(rel / d) for d in dirs)
-                self.files.extend(str(rel / f) for f in files)
+                rel = Path(top).relative_to(path).as_posix()
+                prefix = "" if rel == "." else rel + "/"
+                names += [prefix + d + "/" for d in dirs] + [prefix + f for f in files]
         elif path.is_file() and zipfile.is_zipfile(path):
             self.zip = zipfile.ZipFile(path)
-            names = self.zip.namelist()
-            self.files = [n for n in names if not n.endswith("/")]
-            self.dirs = {n.rstrip("/") for n in names if n.endswith("/")}
-            self.dirs.update(str(p) for f in self.files for p in PurePosixPath(f).parents)
-            self.dirs.discard(".")
+            self._infos = {i.filename: i for i in self.zip.infolist()}
+            self._fd = os.open(path, os.O_RDONLY)
+            names = list(self._infos)
         elif path.exists():
             raise ValueError(f"{source} is not a folder or a zip of <gloss>/<sequence>/<frame>.npy")
         else:
             raise ValueError(f"source {source} not found")
+        self.files = [(n, tuple(n.split("/"))) for n in names if not n.endswith("/")]
+        self.dirs = {tuple(n.rstrip("/").split("/")) for n in names if n.endswith("/")}
+        self.dirs.update(parts[:k] for _, parts in self.files for k in range(1, len(parts)))
 
     def where(self, rel: str) -> str:
-        return f"{self.source}!{rel}" if self.zip is not None else str(Path(self.source) / rel)
+        return f"{self.source}!{rel}" if self.zip is not None else os.path.join(self.source, rel)
 
     def read(self, rel: str) -> bytes:
         try:
             if self.zip is not None:
-                return self.zip.read(rel)
-            return (Path(self.source) / rel).read_bytes()
-        except (OSError, zipfile.BadZipFile, KeyError) as exc:
+                return self._read_member(self._infos[rel])
+            with open(os.path.join(self.source, rel), "rb") as fh:
+                return fh.read()
+        except (OSError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
             raise BadInput(f"{self.where(rel)}: unreadable ({exc})") from None
+
+    def _read_member(self, info: zipfile.ZipInfo) -> bytes:
+        """One member by two preads and one inflate: a fifth of ``ZipFile.read``'s cost."""
+        if (
+            info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+            or info.flag_bits & 1
+        ):
+            return self.zip.read(info)  # other codecs, encryption: the slow general path
+        head = os.pread(self._fd, 30, info.header_offset)
+        if head[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile("bad local file header")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        data = os.pread(
+            self._fd, info.compress_size, info.header_offset + 30 + name_len + extra_len
+        )
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            data = zlib.decompress(data, -15)
+        if zlib.crc32(data) != info.CRC:
+            raise zipfile.BadZipFile("CRC mismatch")
+        return data
 
 
 def _hidden(parts) -> bool:
@@ -97,16 +120,14 @@ def _hidden(parts) -> bool:
 
 
 def _frame_order(name: str):
-    stem = PurePosixPath(name).stem
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
 def _root(tree: Tree) -> tuple[str, ...]:
     """The folder whose grandchildren are the sequences (``MP_Data`` in most zips)."""
     roots = Counter(
-        PurePosixPath(f).parts[:-3]
-        for f in tree.files
-        if f.lower().endswith(".npy") and len(PurePosixPath(f).parts) >= 3
+        parts[:-3] for f, parts in tree.files if f.lower().endswith(".npy") and len(parts) >= 3
     )
     if not roots:
         raise ValueError(f"{tree.source}: no <gloss>/<sequence>/<frame>.npy files found")
@@ -118,8 +139,7 @@ def _items(tree: Tree) -> tuple[list[Item], dict[str, str]]:
     depth = len(root)
     sequences: dict[tuple[str, str], list[str]] = {}
     failures: dict[str, str] = {}
-    for f in tree.files:
-        parts = PurePosixPath(f).parts
+    for f, parts in tree.files:
         if parts[:depth] != root or _hidden(parts[depth:]):
             continue  # a README beside MP_Data, .DS_Store, __MACOSX
         rel = parts[depth:]
@@ -129,8 +149,7 @@ def _items(tree: Tree) -> tuple[list[Item], dict[str, str]]:
             failures[tree.where(f)] = "not a .npy file"
         else:
             failures[tree.where(f)] = "not in a <gloss>/<sequence>/ folder"
-    folders = [PurePosixPath(d).parts for d in tree.dirs]
-    folders = [p[depth:] for p in folders if p[:depth] == root and not _hidden(p[depth:])]
+    folders = [p[depth:] for p in tree.dirs if p[:depth] == root and not _hidden(p[depth:])]
     for rel in folders:
         if len(rel) == 2:
             sequences.setdefault(rel, [])
@@ -176,7 +195,11 @@ def _loader(trees: dict[str, Tree], face: bool):
         tree = trees[item.source]
         rows, width = [], None
         for f in item.ref:
-            vec = parse_npy(tree.read(f), tree.where(f))
+            raw = tree.read(f)
+            try:
+                vec = parse_npy(raw)
+            except BadInput as exc:
+                raise BadInput(f"{tree.where(f)}{exc}") from None
             if vec.ndim != 1 or vec.shape[0] not in WIDTHS:
                 raise BadInput(
                     f"{tree.where(f)}: frame has shape {vec.shape}, expected one vector of "
