@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from test_import_mpdata import assert_one_split_per_signer
 
 from featurestore import SchemaMismatchError, import_dataset, open_store
 from featurestore.cli import main
@@ -101,13 +102,7 @@ def test_kaggle_signer_split_and_bad_parquets(tmp_path):
     assert "100.parquet: parquet lacks column(s) z" in reasons
     assert "200.parquet: unreadable parquet" in reasons
     assert "99.parquet: file not found" in reasons
-    store = open_store(tmp_path / "s.zarr")
-    splits = {}
-    for v in store.ids():
-        e = store.entry(v)
-        splits.setdefault(e.source["signer"], set()).add(e.split)
-    assert all(len(s) == 1 for s in splits.values())
-    assert {s for ss in splits.values() for s in ss} == {"train", "val", "test"}
+    assert_one_split_per_signer(open_store(tmp_path / "s.zarr"))
 
 
 def test_kaggle_resampled_and_not_a_kaggle_folder(tmp_path):

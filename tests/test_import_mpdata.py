@@ -55,6 +55,16 @@ def zip_tree(folder: Path, out: Path, inner: str = "MP_Data") -> Path:
     return out
 
 
+def assert_one_split_per_signer(store) -> None:
+    """No signer in two splits, and all three splits used."""
+    split_of = {}
+    for v in store.ids():
+        e = store.entry(v)
+        split_of.setdefault(e.source["signer"], set()).add(e.split)
+    assert all(len(s) == 1 for s in split_of.values()), split_of
+    assert set().union(*split_of.values()) == {"train", "val", "test"}
+
+
 def by_member(store) -> dict:
     return {store.entry(v).source["member"]: store.get(v) for v in store.ids()}
 
@@ -223,13 +233,7 @@ def test_splits_by_signer_keep_each_signer_in_one_split(tmp_path):
         signers=csv_path,
         progress=False,
     )
-    store = open_store(tmp_path / "s.zarr")
-    split_of = {}
-    for v in store.ids():
-        e = store.entry(v)
-        split_of.setdefault(e.source["signer"], set()).add(e.split)
-    assert all(len(s) == 1 for s in split_of.values())
-    assert set().union(*split_of.values()) == {"train", "val", "test"}
+    assert_one_split_per_signer(open_store(tmp_path / "s.zarr"))
 
     import_dataset(
         "mpdata",
