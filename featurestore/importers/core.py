@@ -36,6 +36,7 @@ __all__ = ["BadInput", "Item", "Loaded", "ImportSummary", "run_import", "holisti
 SPLIT_BY = ("sequence", "signer")
 SIGNER_COLUMNS = ("recorded_by", "signer", "participant_id")
 DEFAULT_NUM_FRAMES = 16
+_SIGNER_TRIES = 256  # seeded orders tried when assigning whole signers to splits
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
@@ -277,25 +278,38 @@ def _stratified(items: list[Item], val_fraction: float, test_fraction: float, se
 
 
 def _by_signer(items: list[Item], val_fraction: float, test_fraction: float, seed: int) -> None:
-    """Whole signers to test, then val, by a seeded order until each fraction is reached."""
+    """Whole signers to train/val/test, as close to the fractions as seeded tries get.
+
+    Each try takes the signers in a seeded order and gives each to the split furthest below
+    its target (to an empty split while there are only as many signers left as empty splits);
+    the try closest to the targets wins.
+    """
     counts = Counter(item.signer for item in items)
     signers = sorted(counts)
-    order = [signers[i] for i in _rng(seed, "signers").permutation(len(signers))]
     total = sum(counts.values())
-    assigned: dict[str, str] = {}
-    filled = {"test": 0, "val": 0}
-    targets = {"test": test_fraction * total, "val": val_fraction * total}
-    for signer in order:
-        left = len(order) - len(assigned)
-        split = next(
-            (s for s in ("test", "val") if targets[s] > 0 and filled[s] < targets[s] and left > 1),
-            "train",
-        )
-        if split != "train":
+    targets = {
+        "train": (1 - val_fraction - test_fraction) * total,
+        "val": val_fraction * total,
+        "test": test_fraction * total,
+    }
+    wanted = [name for name, target in targets.items() if target > 0]
+    rng = _rng(seed, "signers")
+    best, best_error = {}, float("inf")
+    for _ in range(_SIGNER_TRIES):
+        order = [signers[i] for i in rng.permutation(len(signers))]
+        filled = dict.fromkeys(targets, 0)
+        assigned = {}
+        for n, signer in enumerate(order):
+            empty = [k for k in wanted if filled[k] == 0]
+            choices = empty if len(order) - n <= len(empty) else wanted
+            split = max(choices, key=lambda k: targets[k] - filled[k])
+            assigned[signer] = split
             filled[split] += counts[signer]
-        assigned[signer] = split
+        error = sum(abs(filled[k] - targets[k]) for k in targets)
+        if error < best_error:
+            best, best_error = assigned, error
     for item in items:
-        item.split = assigned[item.signer]
+        item.split = best[item.signer]
 
 
 def assign_splits(
