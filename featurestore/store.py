@@ -74,18 +74,18 @@ class FeatureStore:
     def schema(self) -> StoreSchema:
         return self._storage.schema
 
-    def refresh(self) -> None:
-        """Re-read metadata and the commit log to see what other writers committed since."""
-        self._storage.refresh()
-
-    def close(self) -> None:
-        self._storage.close()
-
     def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def close(self) -> None:
+        self._storage.close()
+
+    def refresh(self) -> None:
+        """Re-read metadata and the commit log to see what other writers committed since."""
+        self._storage.refresh()
 
     # -- metadata ------------------------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ pytest.importorskip("moto")
 import test_store_conformance as conformance  # noqa: E402
 from conftest import random_video, small_schema  # noqa: E402
 from s3_server import shared_s3_server  # noqa: E402
-from test_store_concurrency import assert_videos_equal, run_writer  # noqa: E402
+from test_store_concurrency import assert_videos_equal, run_writer, write_at_once  # noqa: E402
 
 from featurestore import create_store, open_store  # noqa: E402
 
@@ -66,18 +66,7 @@ def test_explicit_storage_options_without_environment(s3, rng, monkeypatch):
 
 @pytest.mark.slow
 def test_three_writer_processes_at_once_on_s3(store_url):
-    create_store(store_url, small_schema(dim=16), block_size=8)
-    procs = [run_writer(store_url, f"p{k}-", k, 40, 16) for k in range(3)]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out
-    store = open_store(store_url)
-    assert len(store) == 120
-    for k in range(3):
-        mine = [v for v in store.ids() if v.startswith(f"p{k}-")]
-        assert len(mine) == 40
-        assert_videos_equal(store, f"p{k}-", k, mine, 16)
-    assert store.verify() == []
+    write_at_once(store_url, processes=3, per_process=40, block_size=8)
     assert open_store(store_url).info()["segments"] == 3
 
 

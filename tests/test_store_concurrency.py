@@ -35,22 +35,26 @@ def assert_videos_equal(store, prefix, seed, ids, dim):
             np.testing.assert_array_equal(got[k], a, err_msg=f"{vid} {k}")
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
-def test_four_writer_processes_at_once(tmp_path, suffix):
-    url = str(tmp_path / f"c{suffix}")
-    create_store(url, small_schema(dim=16), block_size=32)
-    procs = [run_writer(url, f"p{k}-", k, 200, 16) for k in range(4)]
+def write_at_once(url: str, processes: int, per_process: int, block_size: int) -> None:
+    """``processes`` writer processes at once into a new store; each one's videos must all
+    be there, exactly as written, and the store must verify clean."""
+    create_store(url, small_schema(dim=16), block_size=block_size)
+    procs = [run_writer(url, f"p{k}-", k, per_process, 16) for k in range(processes)]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
     store = open_store(url)
-    assert len(store) == 800
-    for k in range(4):
-        ids = store.ids()
-        mine = [v for v in ids if v.startswith(f"p{k}-")]
-        assert len(mine) == 200
+    assert len(store) == processes * per_process
+    for k in range(processes):
+        mine = [v for v in store.ids() if v.startswith(f"p{k}-")]
+        assert len(mine) == per_process
         assert_videos_equal(store, f"p{k}-", k, mine, 16)
     assert store.verify() == []
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_four_writer_processes_at_once(tmp_path, suffix):
+    write_at_once(str(tmp_path / f"c{suffix}"), processes=4, per_process=200, block_size=32)
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])

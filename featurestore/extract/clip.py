@@ -10,13 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..schema import (
-    GEMMA_STREAM,
-    LANDMARK_MASK_STREAM,
-    LANDMARKS_STREAM,
-    StoreSchema,
-    StreamSpec,
-)
+from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from .decode import Clip, decode_clip
 from .gemma import GemmaEncoder, load_encoder
 from .holistic import LandmarkExtractor, landmark_layout
@@ -67,13 +61,7 @@ class ClipExtractor:
     ):
         if isinstance(encoder, str):
             encoder = load_encoder(
-                encoder,
-                device=device,
-                pooling=pooling,
-                flash_attention=flash_attention,
-                batch_size=batch_size,
-                dtype=dtype,
-                revision=revision,
+                encoder, device, pooling, flash_attention, batch_size, dtype, revision
             )
         self.encoder = encoder
         self.num_frames = int(num_frames)

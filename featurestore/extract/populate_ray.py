@@ -82,13 +82,8 @@ class RayPopulateSummary:
         return getattr(self.run, name)
 
     def to_json(self) -> dict:
-        return {
-            **self.run.to_json(),
-            "workers": self.workers,
-            "worker_restarts": self.worker_restarts,
-            "lost": len(self.lost),
-            "lost_videos": self.lost,
-        }
+        cluster = dict(workers=self.workers, worker_restarts=self.worker_restarts)
+        return {**self.run.to_json(), **cluster, "lost": len(self.lost), "lost_videos": self.lost}
 
     def format(self) -> str:
         lines = [self.run.format(), f"  ray: {self.workers} encoder workers"]
