@@ -62,21 +62,25 @@ def import_dataset(
         raise ValueError("no SOURCE given")
     module = import_module(f".{FORMATS[format]}", __name__)
     plan = module.scan(resolved, face=face, **format_options)
-    return run_import(
-        format,
-        plan,
-        resolved,
-        str(store),
-        num_frames=num_frames,
-        split=split,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        split_by=split_by,
-        signers=read_signers(signers) if signers else None,
-        test_signers=list(test_signers) if test_signers else None,
-        face=face,
-        overwrite=overwrite,
-        progress=progress,
-        storage_options=storage_options,
-    )
+    try:
+        return run_import(
+            format,
+            plan,
+            resolved,
+            str(store),
+            num_frames=num_frames,
+            split=split,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            split_by=split_by,
+            signers=read_signers(signers) if signers else None,
+            test_signers=list(test_signers) if test_signers else None,
+            face=face,
+            overwrite=overwrite,
+            progress=progress,
+            storage_options=storage_options,
+        )
+    finally:
+        if plan.close is not None:
+            plan.close()

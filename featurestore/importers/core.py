@@ -102,6 +102,8 @@ class Plan:
     """Labels fixed by the source (WLASL's class indices), kept even for failed videos."""
     sources: list[str] | None = None
     """The sources as items name them, where a format resolves SOURCE (train.csv -> folder)."""
+    close: Callable[[], None] | None = None
+    """Releases open sources (zip handles) when the run ends."""
 
 
 @dataclass
@@ -208,7 +210,7 @@ def _slug(text: str, width: int = 60) -> str:
 
 def source_prefixes(sources: list[str]) -> dict[str, str]:
     """Source -> id prefix: its name, plus a hash of its path when two sources share a name."""
-    names = {s: _slug(Path(s).stem if Path(s).suffix else Path(s).name) for s in sources}
+    names = {s: _slug(Path(s).stem if Path(s).is_file() else Path(s).name) for s in sources}
     counts = Counter(names.values())
     out = {}
     for s, name in names.items():
