@@ -14,6 +14,7 @@ from .errors import (
     StreamNotFoundError,
     VideoNotFoundError,
 )
+from .importers import ImportSummary, import_dataset
 from .schema import (
     GEMMA_STREAM,
     LANDMARK_MASK_STREAM,
@@ -25,9 +26,6 @@ from .schema import (
 )
 from .store import Batch, Block, FeatureStore, Video, create_store, open_store
 from .writer import Writer
-
-# isort: split
-from .importers import ImportSummary, import_dataset  # needs the names above
 
 __all__ = [
     "GEMMA_STREAM",

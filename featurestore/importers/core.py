@@ -21,15 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .. import (
-    SchemaMismatchError,
-    StoreError,
-    StoreSchema,
-    StreamSpec,
-    create_store,
-    open_store,
-)
+from ..errors import SchemaMismatchError, StoreError
 from ..extract import FACE_SUBSET, Entry, assign_labels, landmark_layout, sample_indices
+from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
+from ..store import create_store, open_store
 
 __all__ = ["BadInput", "Item", "Loaded", "ImportSummary", "run_import", "holistic_frames"]
 
@@ -189,7 +184,7 @@ def holistic_frames(
             points[here, offset : offset + size] = values
             mask[:, p] = here
         offset += size
-    return {"landmarks": points, "landmark_mask": mask}
+    return {LANDMARKS_STREAM: points, LANDMARK_MASK_STREAM: mask}
 
 
 def _same_layout(a: dict, b: dict) -> bool:
@@ -389,8 +384,8 @@ def _schema(plan: Plan, num_frames: int, face: bool, labels: dict[int, str]) -> 
     }
     layout = landmark_layout(face) if plan.landmarks else {}
     if plan.landmarks:
-        streams["landmarks"] = StreamSpec((num_frames, sum(layout["sizes"]), 3), "float32")
-        streams["landmark_mask"] = StreamSpec((num_frames, len(layout["parts"])), "bool")
+        streams[LANDMARKS_STREAM] = StreamSpec((num_frames, sum(layout["sizes"]), 3), "float32")
+        streams[LANDMARK_MASK_STREAM] = StreamSpec((num_frames, len(layout["parts"])), "bool")
     return StoreSchema(num_frames, streams, plan.encoder, layout, labels)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extract import read_wlasl
+from ..schema import GEMMA_STREAM
 from .core import BadInput, Item, Loaded, Plan, holistic_frames
 
 __all__ = ["scan", "SEED_POSE_POINTS", "encoder_fingerprint"]
@@ -77,8 +78,8 @@ def seed_landmarks(values: np.ndarray, face: bool, where: str) -> dict[str, np.n
 def _load(dim: int, landmarks_dir: Path | None, face: bool):
     def load(item: Item) -> Loaded:
         gemma_path, landmark_path = item.ref
-        arrays = {"gemma": _array(gemma_path, dim, "gemma features")}
-        info = {"gemma_frames": len(arrays["gemma"])}
+        arrays = {GEMMA_STREAM: _array(gemma_path, dim, "gemma features")}
+        info = {"gemma_frames": len(arrays[GEMMA_STREAM])}
         if landmarks_dir is not None:
             values = _array(landmark_path, SEED_WIDTH, "landmarks").astype(np.float32)
             arrays.update(seed_landmarks(values, face, str(landmark_path)))
@@ -135,7 +136,7 @@ def scan(
         items.append(item)
     return Plan(
         items,
-        extra_streams={"gemma": (dim, "float16")},
+        extra_streams={GEMMA_STREAM: (dim, "float16")},
         encoder=encoder_fingerprint(meta, dim),
         labels=labels,
         landmarks=lm_dir is not None,
