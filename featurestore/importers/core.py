@@ -361,6 +361,7 @@ def _existing(store: str, storage_options: dict | None):
 
 
 def _num_frames(plan: Plan, requested: int | None, existing) -> int:
+    """T: as asked, else the store's, else the sources' common length, else 16."""
     if requested is not None:
         return int(requested)
     if existing is not None:
@@ -374,6 +375,8 @@ def _num_frames(plan: Plan, requested: int | None, existing) -> int:
             except BadInput:
                 continue  # it fails when loaded; its length has no say
         lengths.add(item.frames)
+        if len(lengths) > 1:
+            break  # they disagree: no need to read every other length
     return lengths.pop() if len(lengths) == 1 and None not in lengths else DEFAULT_NUM_FRAMES
 
 
