@@ -22,7 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SchemaMismatchError, StoreError
-from ..extract import FACE_SUBSET, Entry, assign_labels, landmark_layout, sample_indices
+from ..extract import (
+    FACE_SUBSET,
+    ManifestEntry,
+    assign_labels,
+    landmark_layout,
+    sample_indices,
+)
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from ..store import create_store, open_store
 
@@ -416,7 +422,7 @@ def _labels(items: list[Item], existing) -> dict[int, str]:
     """Glosses exactly as written; labels merged add-only with the store's (as populate does)."""
     live = [i for i in items if i.error is None]
     entries = [
-        Entry(video_id=f"x{n}", path=Path(i.member), gloss=i.gloss, label=i.label)
+        ManifestEntry(video_id=f"x{n}", path=Path(i.member), gloss=i.gloss, label=i.label)
         for n, i in enumerate(live)
     ]
     labelled, label_map = assign_labels(entries, existing.labels if existing else {})
