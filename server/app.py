@@ -6,6 +6,7 @@ import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from featurestore import FeatureStore
 from model import Checkpoint
@@ -13,7 +14,7 @@ from model import Checkpoint
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
-from .routes import health, info, predict, videos
+from .routes import health, info, page, predict, stream, videos
 from .security import require_api_key
 from .settings import Settings
 from .state import build_state, check_match, open_resources
@@ -32,8 +33,22 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
 * `POST /v1/predict`: classify stored videos by id (micro-batched).
 * `POST /v1/predict/video`: classify an uploaded clip.
 
+* `GET /v1/videos?split=&gloss=&q=&offset=&limit=`: list stored videos (search, paging).
+* `GET /v1/model/report`: the `asl-eval` report beside the checkpoint (confusion matrix).
+* WebSocket `/v1/stream?api_key=&top_k=5&every=4`: live recognition (not listed below:
+  OpenAPI has no WebSocket routes). Send camera frames as binary messages, one JPEG each,
+  a few per second. The server keeps the last T frames and every `every` frames answers
+  a text message `{"type": "prediction", "frame": n, "top_k": [{label, gloss, prob}],
+  "hands_visible": bool, "hands": {...}, "received", "processed", "dropped",
+  "latency_ms"}`. First message: `{"type": "ready", "num_frames": T, ...}`; a bad frame
+  gets `{"type": "error", "frame": n, "detail": ...}` and the stream goes on. A frame that
+  arrives while the one before still waits replaces it (`dropped`). Close codes: 1008
+  missing or wrong key, bad parameters; 1013 too many live streams (`ASL_MAX_STREAMS`) or
+  not ready; 1011 no encoder for live frames.
+* `GET /`: a web page over these routes (try a sign, live, browse the store).
+
 Errors are JSON `{"detail": ...}`. When the server has an API key, `/v1` routes need the
-`X-API-Key` header.
+`X-API-Key` header (the WebSocket takes it as `?api_key=`).
 """
 
 
@@ -85,6 +100,10 @@ def create_app(
     checks = [*secured, Depends(reject_unknown_query)]
     for router in (info.router, videos.router, predict.build_router(settings)):
         app.include_router(router, dependencies=checks)
+    app.include_router(stream.router)  # checks its key itself: ?api_key= or X-API-Key
+    app.state.live_streams = 0
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
 
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(

@@ -36,6 +36,8 @@ OPTIONS = [
     ("--max-upload-bytes", "max_upload_bytes", int, "largest upload (default 50 MiB)"),
     ("--max-clip-seconds", "max_clip_seconds", float, "longest clip (default 30)"),
     ("--torch-threads", "torch_threads", int, "torch intra-op threads"),
+    ("--max-streams", "max_streams", int, "concurrent /v1/stream connections (default 8)"),
+    ("--stream-every", "stream_every", int, "live frames per prediction (default 4)"),
 ]
 
 

@@ -75,12 +75,27 @@ class PredictResponse(BaseModel):
 class Timings(BaseModel):
     upload_ms: float = Field(description="Receiving and saving the upload.")
     extract_ms: float = Field(description="Decoding and feature extraction (incl. queueing).")
-    predict_ms: float = Field(description="Model, incl. waiting for a micro-batch.")
+    decode_ms: float = Field(description="Decoding the clip and sampling its T frames.")
+    encoder_ms: float = Field(description="The frozen image encoder on the T frames.")
+    landmarks_ms: float = Field(description="MediaPipe Holistic on the T frames.")
+    model_ms: float = Field(description="Model, incl. waiting for a micro-batch.")
+    predict_ms: float = Field(description="Same as model_ms (the earlier name).")
     total_ms: float
+
+
+class ClipDetails(BaseModel):
+    fps: float = Field(description="The clip's frame rate (times are index / fps).")
+    frame_indices: list[int] = Field(description="The T sampled frames (0-based).")
+    frame_times: list[float] = Field(description="Their times in the clip, seconds.")
+    frames: list[str] = Field(description="The sampled frames as small JPEG data URLs.")
+    layout: dict[str, Any] | None = Field(description="Parts and points per part.")
+    landmarks: list | None = Field(description="(T, K, 3) x, y (0..1 of the frame), z.")
+    landmark_mask: list | None = Field(description="(T, parts): which parts were found.")
 
 
 class VideoPredictResponse(PredictResponse):
     timings: Timings
+    details: ClipDetails | None = Field(None, description="Only when asked (`details=true`).")
 
 
 class Info(BaseModel):

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_clip_seconds: float = Field(30.0, gt=0, description="Longest clip accepted.")
     max_pending_uploads: int = Field(8, ge=1, description="Uploads queued for extraction.")
 
+    max_streams: int = Field(8, ge=0, description="Concurrent /v1/stream connections.")
+    stream_every: int = Field(4, ge=1, description="Live frames between two predictions.")
+    max_frame_bytes: int = Field(1024 * 1024, ge=1, description="Largest live JPEG frame.")
+
     @field_validator("store", "checkpoint", "api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):

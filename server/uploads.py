@@ -9,16 +9,21 @@ starts, so an upload that arrives meanwhile waits for the load instead of failin
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import logging
 import os
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import av
 import numpy as np
 from fastapi import HTTPException
+from PIL import Image
 
 from featurestore import FeatureStore
 
@@ -76,6 +81,7 @@ class UploadExtractor:
         self.metrics = metrics
         self.status = "loading" if settings.upload_enabled else "disabled"
         self._extractor = None
+        self._landmarks = None  # one Holistic, on the extraction thread only
         self._pending = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="extract")
 
@@ -96,22 +102,25 @@ class UploadExtractor:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def extract(self, path: str) -> dict[str, np.ndarray]:
-        """Features of one clip as a batch of one, keyed by stream."""
+    async def extract(self, path: str, details: bool = False) -> Extracted:
+        """Features of one clip as a batch of one, keyed by stream, with stage timings."""
         # While the encoder loads, uploads queue behind the load on the same thread.
-        if self.status not in ("ready", "loading"):
-            raise HTTPException(503, f"video uploads are not available: {self.status}")
+        self.check_available()
         if self._pending >= self.settings.max_pending_uploads:
             raise HTTPException(503, "busy: too many uploads waiting for extraction; retry later")
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._extract_sync, path)
+            return await loop.run_in_executor(self._executor, self._extract_sync, path, details)
         finally:
             self._pending -= 1
 
-    def _extract_sync(self, path: str) -> dict[str, np.ndarray]:
-        from featurestore.extract import DecodeError
+    def check_available(self) -> None:
+        if self.status not in ("ready", "loading"):
+            raise HTTPException(503, f"video uploads are not available: {self.status}")
+
+    def _extract_sync(self, path: str, details: bool) -> Extracted:
+        from featurestore.extract import DecodeError, decode_clip
 
         if self._extractor is None:  # the load ran first on this thread, and failed
             raise HTTPException(503, f"video uploads are not available: {self.status}")
@@ -122,8 +131,96 @@ class UploadExtractor:
                 f"clip is {seconds:.1f} s long; the limit is {self.settings.max_clip_seconds} s",
             )
         with self.metrics.extract_seconds.time():
+            t0 = time.perf_counter()
             try:
-                arrays = self._extractor.extract(path)
+                clip = decode_clip(path, self._extractor.num_frames)
             except DecodeError as exc:
                 raise HTTPException(422, f"not a decodable video: {_reason(exc, path)}") from None
-        return {name: np.asarray(a)[None] for name, a in arrays.items()}
+            timings = {"decode_ms": (time.perf_counter() - t0) * 1000}
+            arrays = self._features(clip.frames, timings)
+        out = Extracted({name: np.asarray(a)[None] for name, a in arrays.items()}, timings)
+        if details:
+            out.details = clip_details(path, clip, arrays, self._extractor.layout)
+        return out
+
+    def _features(self, frames: np.ndarray, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        """The store's streams for uint8 RGB frames (T, H, W, 3), as ClipExtractor writes
+        them, timing the encoder and the landmarks apart. Runs on the extraction thread."""
+        from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
+        from featurestore.extract import LandmarkExtractor
+
+        ex, out = self._extractor, {}
+        t0 = time.perf_counter()
+        if ex.encoder is not None:
+            dtype = ex.streams[GEMMA_STREAM].dtype
+            out[GEMMA_STREAM] = ex.encoder.encode(frames).astype(dtype)
+        t1 = time.perf_counter()
+        if ex.layout is not None:
+            if self._landmarks is None:
+                self._landmarks = LandmarkExtractor(face="face" in ex.layout["parts"])
+            out[LANDMARKS_STREAM], out[LANDMARK_MASK_STREAM] = self._landmarks.extract(frames)
+        t2 = time.perf_counter()
+        timings["encoder_ms"] = (t1 - t0) * 1000
+        timings["landmarks_ms"] = (t2 - t1) * 1000
+        return out
+
+    async def frame_features(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """One live frame's rows of every stream (no batch axis), on the extraction thread
+        (MediaPipe is not thread-safe; uploads and live frames take turns)."""
+        self.check_available()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._frame_sync, rgb)
+
+    def _frame_sync(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        if self._extractor is None:
+            raise HTTPException(503, f"video uploads are not available: {self.status}")
+        return {k: v[0] for k, v in self._features(rgb[None], {}).items()}
+
+    @property
+    def layout(self) -> dict | None:
+        return None if self._extractor is None else self._extractor.layout
+
+
+@dataclass
+class Extracted:
+    """One clip's streams (batch of one), stage timings, and what the page draws."""
+
+    arrays: dict[str, np.ndarray]
+    timings: dict[str, float]
+    details: dict | None = None
+
+
+#: Longest side of the sampled-frame thumbnails returned with `details`.
+THUMBNAIL_SIDE = 256
+
+
+def clip_details(path: str, clip, arrays: dict[str, np.ndarray], layout: dict | None) -> dict:
+    """The T sampled frames (as small JPEG data URLs), their times in the clip, and the
+    landmarks found on each, so that a user sees where MediaPipe missed the hands."""
+    from featurestore.extract import sample_indices
+
+    indices, _ = sample_indices(
+        clip.total_frames, len(clip.frames), clip.frame_start, clip.frame_end
+    )
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    landmarks = arrays.get("landmarks")
+    mask = arrays.get("landmark_mask")
+    return {
+        "fps": fps,
+        "frame_indices": [int(i) for i in indices],
+        "frame_times": [round(float(i) / fps, 3) for i in indices],
+        "frames": [jpeg_data_url(f, THUMBNAIL_SIDE) for f in clip.frames],
+        "layout": layout,
+        "landmarks": None if landmarks is None else np.round(landmarks, 4).tolist(),
+        "landmark_mask": None if mask is None else mask.tolist(),
+    }
+
+
+def jpeg_data_url(rgb: np.ndarray, side: int) -> str:
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

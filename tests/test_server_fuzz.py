@@ -28,6 +28,7 @@ OPERATIONS = [
     ("/v1/videos/{video_id}/features/{stream}", "GET"),
     ("/v1/predict", "POST"),
     ("/v1/predict/video", "POST"),
+    ("/v1/model/report", "GET"),
 ]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException
 
 from model import count_parameters
 
@@ -50,3 +53,36 @@ def info(state: ServingState = Depends(get_state)) -> dict:
             },
         },
     }
+
+
+#: Where `asl-eval --out` reports are looked for, relative to the checkpoint's folder.
+REPORT_PLACES = ("report.json", "eval/report.json")
+
+
+@router.get(
+    "/v1/model/report",
+    summary="The eval report beside the checkpoint",
+    description="`report.json` written by `asl-eval --out` in the checkpoint's folder or its "
+    "`eval/` subfolder: top-1/top-5, per-class accuracy, confusion matrix (rows: true class).",
+    responses=error_responses(401, 404, 503),
+)
+def model_report(state: ServingState = Depends(get_state)) -> dict:
+    path = find_report(state.settings.checkpoint)
+    if path is None:
+        raise HTTPException(404, "no eval report beside the checkpoint (run asl-eval --out)")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HTTPException(404, f"eval report {path.name} is unreadable: {exc}") from None
+    keep = ("split", "count", "top1", "top5", "loss", "per_class", "confusion", "labels")
+    return {"path": str(path), **{k: report.get(k) for k in keep}}
+
+
+def find_report(checkpoint: str | None) -> Path | None:
+    if not checkpoint or "://" in checkpoint:
+        return None
+    folder = Path(checkpoint).parent
+    for name in REPORT_PLACES:
+        if (folder / name).is_file():
+            return folder / name
+    return None

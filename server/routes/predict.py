@@ -115,6 +115,11 @@ def build_router(settings: Settings) -> APIRouter:
     async def predict_video(
         file: UploadFile = File(description="A video clip (mp4, webm, mov...)."),
         top_k: int = Form(5, ge=1, le=settings.max_top_k, description="Classes to return."),
+        details: bool = Form(
+            False,
+            description="Also return the T sampled frames (small JPEGs), their times in the "
+            "clip, and the landmarks and mask found on each.",
+        ),
         state: ServingState = Depends(get_state),
     ) -> dict:
         t0 = time.perf_counter()
@@ -122,20 +127,25 @@ def build_router(settings: Settings) -> APIRouter:
         path = await run_in_threadpool(save_upload, file.file)
         try:
             t1 = time.perf_counter()
-            arrays = await state.uploads.extract(path)
+            extracted = await state.uploads.extract(path, details)
             t2 = time.perf_counter()
-            ranked = await state.batcher.submit(PredictJob(top_k, arrays=arrays))
+            ranked = await state.batcher.submit(PredictJob(top_k, arrays=extracted.arrays))
             t3 = time.perf_counter()
         finally:
             os.unlink(path)
-        return {
+        body = {
             "predictions": [prediction(file.filename or "upload", ranked[0])],
             "timings": {
                 "upload_ms": (t1 - t0) * 1000,
                 "extract_ms": (t2 - t1) * 1000,
+                **extracted.timings,
+                "model_ms": (t3 - t2) * 1000,
                 "predict_ms": (t3 - t2) * 1000,
                 "total_ms": (t3 - t0) * 1000,
             },
         }
+        if details:
+            body["details"] = extracted.details
+        return body
 
     return router

@@ -39,16 +39,29 @@ def known_video(state: ServingState, video_id: str) -> str:
 )
 def list_videos(
     split: str | None = Query(None, description="Only this split (train, val, test...)."),
+    gloss: str | None = Query(None, description="Only this gloss (exact)."),
+    q: str | None = Query(None, description="Only ids or glosses containing this (any case)."),
     offset: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=1000),
     state: ServingState = Depends(get_state),
 ) -> dict:
     ids = state.ids(split)
+    if gloss is not None or q:
+        ids = [v for v in ids if matches(state.store.entry(v), gloss, q)]
     items = []
     for vid in ids[offset : offset + limit]:
         e = state.store.entry(vid)
         items.append({"video_id": vid, "label": e.label, "gloss": e.gloss, "split": e.split})
     return {"items": items, "total": len(ids)}
+
+
+def matches(entry, gloss: str | None, q: str | None) -> bool:
+    if gloss is not None and entry.gloss != gloss:
+        return False
+    if q:
+        needle = q.lower()
+        return needle in entry.video_id.lower() or needle in (entry.gloss or "").lower()
+    return True
 
 
 @router.get(
