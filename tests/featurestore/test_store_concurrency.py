@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_schema
-from store_writer_proc import video
 
 from featurestore import create_store, open_store
+from tests.featurestore.store_writer_proc import video
+from tests.helpers import small_schema
 
 SCRIPT = str(Path(__file__).with_name("store_writer_proc.py"))
 

@@ -7,12 +7,12 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import small_schema
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from featurestore import InvalidVideoError, create_store, open_store
+from tests.helpers import small_schema
 
 IDS = st.sampled_from([f"id{i}" for i in range(12)])
 

@@ -13,12 +13,11 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-import test_store_conformance as conformance  # noqa: E402
-from conftest import random_video, small_schema  # noqa: E402
-from s3_server import shared_s3_server  # noqa: E402
-from test_store_concurrency import assert_videos_equal, run_writer, write_at_once  # noqa: E402
-
+import tests.featurestore.test_store_conformance as conformance  # noqa: E402
 from featurestore import create_store, open_store  # noqa: E402
+from tests.featurestore.test_store_concurrency import assert_videos_equal, run_writer, write_at_once  # noqa: E402
+from tests.helpers import random_video, small_schema  # noqa: E402
+from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_video, small_schema
 
 from featurestore import create_store
 from featurestore.cli import main
+from tests.helpers import random_video, small_schema
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_video, small_schema
 
 from featurestore import (
     CorruptDataError,
@@ -19,6 +18,7 @@ from featurestore import (
     create_store,
     open_store,
 )
+from tests.helpers import random_video, small_schema
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import random_video, small_schema
 
 from featurestore import (
     InvalidVideoError,
@@ -17,6 +16,7 @@ from featurestore import (
     create_store,
     open_store,
 )
+from tests.helpers import random_video, small_schema
 
 
 def fill(url, rng, n=20, block_size=8, splits=("train", "val")):

@@ -9,12 +9,11 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-from conftest import random_video, small_schema  # noqa: E402
-from s3_server import shared_s3_server  # noqa: E402
-
 from featurestore import create_store, open_store  # noqa: E402
 from featurestore._files import Files  # noqa: E402
 from featurestore.remote import cache_path, mirror, open_cached  # noqa: E402
+from tests.helpers import random_video, small_schema  # noqa: E402
+from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
