@@ -26,7 +26,7 @@ import uuid
 from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests.s3_server
 from common import Row, parser, report  # noqa: E402
 
 from featurestore import open_store  # noqa: E402
@@ -117,7 +117,7 @@ class _storage:
     def __enter__(self):
         if not self.s3:
             return self.tmp, None
-        from s3_server import process_s3_server
+        from tests.s3_server import process_s3_server
 
         self._server = process_s3_server()
         server = self._server.__enter__()
