@@ -3,7 +3,7 @@
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from model.config import FUSION_TYPES, MODALITIES, ModelConfig
 from model.hybrid import HybridASLModel, count_parameters, parameter_breakdown
-from model.landmarks import landmark_features
+from model.landmarks import landmark_features, signer_features
 
 __all__ = [
     "FUSION_TYPES",
@@ -17,4 +17,5 @@ __all__ = [
     "load_checkpoint",
     "parameter_breakdown",
     "save_checkpoint",
+    "signer_features",
 ]

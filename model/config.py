@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 FUSION_TYPES = ("concat", "attention", "gated")
 MODALITIES = ("both", "landmarks", "visual")
+LANDMARK_ENCODERS = ("signer", "body")
 
 #: MediaPipe Holistic without the face: pose 33 + left hand 21 + right hand 21.
 HOLISTIC_PARTS = ("pose", "left_hand", "right_hand")
@@ -41,7 +42,12 @@ class ModelConfig:
     """Landmark parts in the order they appear along K (the store's landmark layout)."""
     part_sizes: tuple[int, ...] = field(default=HOLISTIC_SIZES)
     normalize_landmarks: bool = True
-    """Centre and scale landmarks by the shoulders (and hands by their wrist) in forward."""
+    """Centre and scale landmarks by the shoulders (and hands by their wrist) in forward
+    (the "body" encoder only; "signer" always does)."""
+    landmark_encoder: str = "signer"
+    """signer: signer-independent features (upper body, hand shapes, motion) and
+    depthwise convolutions over time; body: the first encoder, body-relative coordinates
+    of every landmark and a transformer (what checkpoints without this field hold)."""
 
     def __post_init__(self) -> None:
         self.part_names = tuple(self.part_names)
@@ -50,6 +56,10 @@ class ModelConfig:
             raise ValueError(f"fusion_type must be one of {FUSION_TYPES}, got {self.fusion_type!r}")
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
+        if self.landmark_encoder not in LANDMARK_ENCODERS:
+            raise ValueError(
+                f"landmark_encoder must be one of {LANDMARK_ENCODERS}, got {self.landmark_encoder!r}"
+            )
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.uses_visual and self.gemma_dim < 1:
@@ -89,7 +99,7 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{"landmark_encoder": "body", **d})  # saved before there was a choice
 
     @classmethod
     def from_layout(cls, layout: dict | None, **kwargs) -> ModelConfig:

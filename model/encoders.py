@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from model.landmarks import feature_dim, landmark_features
+from model.landmarks import feature_dim, landmark_features, signer_feature_dim, signer_features
 
 
 class Encoded(NamedTuple):
@@ -128,4 +128,56 @@ class LandmarkEncoder(nn.Module):
         feats = landmark_features(landmarks, mask, self.part_names, self.part_sizes, self.normalize)
         x = self.input_projection(feats) + self.position
         x = self.transformer(x, src_key_padding_mask=pad)
+        return Encoded(x, self.output_projection(masked_mean(x, pad)), pad)
+
+
+class ConvBlock(nn.Module):
+    """Pre-norm residual block: a depthwise convolution over time (each feature looks at
+    its neighbouring frames: short movements), then a per-frame feed-forward."""
+
+    def __init__(self, width: int, dropout: float, kernel: int = 5):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.ff_norm = nn.LayerNorm(width)
+        self.ff = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width)
+        )
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x).masked_fill(pad.unsqueeze(-1), 0.0)  # padding adds nothing
+        x = x + self.conv(h.transpose(1, 2)).transpose(1, 2)
+        return x + self.ff(self.ff_norm(x))
+
+
+class SignerEncoder(nn.Module):
+    """Landmarks (B, T, K, 3) and part mask (B, T, P): signer-independent frame features
+    (`signer_features`), depthwise-convolution blocks over time, masked mean pooling.
+
+    Five times faster than `LandmarkEncoder`'s transformer at T = 20 on a CPU and more
+    accurate on real signs (benchmarks/real_signs.py)."""
+
+    def __init__(
+        self,
+        part_names,
+        part_sizes,
+        hidden_dim: int,
+        num_frames: int,
+        num_layers: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.part_names, self.part_sizes = tuple(part_names), tuple(part_sizes)
+        self.input_projection = projection_block(
+            signer_feature_dim(part_names, part_sizes), hidden_dim, dropout
+        )
+        self.position = nn.Parameter(torch.randn(1, num_frames, hidden_dim) * 0.02)
+        self.blocks = nn.ModuleList(ConvBlock(hidden_dim, dropout) for _ in range(num_layers))
+        self.output_projection = projection_block(hidden_dim, hidden_dim, None)
+
+    def forward(self, landmarks: torch.Tensor, mask: torch.Tensor, pad: torch.Tensor) -> Encoded:
+        feats = signer_features(landmarks, mask, self.part_names, self.part_sizes)
+        x = self.input_projection(feats) + self.position
+        for block in self.blocks:
+            x = block(x, pad)
         return Encoded(x, self.output_projection(masked_mean(x, pad)), pad)

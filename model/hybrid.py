@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from model.config import ModelConfig
-from model.encoders import LandmarkEncoder, VisualProjection, safe_pad
+from model.encoders import LandmarkEncoder, SignerEncoder, VisualProjection, safe_pad
 from model.fusion import FUSIONS, SingleStream
 
 COMPONENTS = ("visual_projection", "landmark_encoder", "fusion", "classifier")
@@ -28,20 +28,7 @@ class HybridASLModel(nn.Module):
             if c.uses_visual
             else None
         )
-        self.landmark_encoder = (
-            LandmarkEncoder(
-                c.part_names,
-                c.part_sizes,
-                c.hidden_dim,
-                c.num_frames,
-                c.num_heads,
-                c.num_landmark_layers,
-                c.dropout,
-                c.normalize_landmarks,
-            )
-            if c.uses_landmarks
-            else None
-        )
+        self.landmark_encoder = _landmark_encoder(c) if c.uses_landmarks else None
         fusion_cls = FUSIONS[c.fusion_type] if c.modalities == "both" else SingleStream
         self.fusion = fusion_cls(c.hidden_dim, c.num_heads, c.dropout)
         self.classifier = nn.Sequential(
@@ -146,6 +133,23 @@ class HybridASLModel(nn.Module):
                 raise ValueError(f"{name} has batch size {tensor.shape[0]}, others have {batch}")
             batch = tensor.shape[0]
         return batch
+
+
+def _landmark_encoder(c: ModelConfig) -> nn.Module:
+    if c.landmark_encoder == "signer":
+        return SignerEncoder(
+            c.part_names, c.part_sizes, c.hidden_dim, c.num_frames, c.num_landmark_layers, c.dropout
+        )
+    return LandmarkEncoder(
+        c.part_names,
+        c.part_sizes,
+        c.hidden_dim,
+        c.num_frames,
+        c.num_heads,
+        c.num_landmark_layers,
+        c.dropout,
+        c.normalize_landmarks,
+    )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -99,3 +99,62 @@ def landmark_features(
         parts.append((rel.clamp(-CLIP_VALUE, CLIP_VALUE) * valid[:, :, start:stop]).flatten(2))
     parts.append(mask.to(torch.float32))
     return torch.cat(parts, dim=-1)
+
+
+# -- signer features ---------------------------------------------------------------------
+#: Pose landmarks the signer features keep: face, shoulders, elbows, wrists and the pose's
+#: own hand points (0-22). Hips and legs (23-32) are mostly out of a webcam's frame; MediaPipe
+#: then guesses them (visibility ~0), and the guesses move with nothing the signer does.
+UPPER_BODY = 23
+HAND_SIZE_POINT = 9
+"""Middle-finger knuckle: wrist-to-knuckle length is a hand's own scale."""
+SIGNER_CLIP = 5.0
+
+
+def signer_feature_dim(part_names, part_sizes) -> int:
+    """Width of `signer_features`' last axis for this layout."""
+    points = sum(_kept_points(n, s) for n, s in zip(part_names, part_sizes, strict=True))
+    hands = sum(s for n, s in zip(part_names, part_sizes, strict=True) if n in HAND_PARTS)
+    return 2 * points * 2 + 3 * hands + len(part_names)
+
+
+def _kept_points(name: str, size: int) -> int:
+    return min(size, UPPER_BODY) if name == "pose" else size
+
+
+def signer_features(
+    landmarks: torch.Tensor, mask: torch.Tensor, part_names, part_sizes
+) -> torch.Tensor:
+    """(B, T, K, 3) landmarks and (B, T, P) part mask -> (B, T, F) frame features that do
+    not depend on where the signer sits or how far from the camera:
+
+    - where things are: x, y of the upper body and of every hand point in the clip's
+      shoulder frame (`body_frame`; z is dropped: MediaPipe's pose depth is a guess);
+    - how each hand is shaped: x, y, z relative to its wrist, in units of the hand's own
+      size in that frame, so a hand near the camera and one far from it look alike;
+    - how things move: the frame-to-frame change of the first block (zero where either
+      frame lacks the part);
+    - the part mask.
+    Missing parts stay zero everywhere.
+    """
+    landmarks = landmarks.to(torch.float32)
+    mask = mask.to(torch.bool)
+    valid = _point_mask(mask, part_sizes)
+    centre, scale = body_frame(landmarks, mask, part_names, part_sizes)
+    body = ((landmarks[..., :2] - centre[..., :2]) / scale).clamp(-SIGNER_CLIP, SIGNER_CLIP)
+    offsets = part_offsets(part_names, part_sizes)
+    where, seen, shapes = [], [], []
+    for name, (start, stop) in offsets.items():
+        keep = slice(start, start + _kept_points(name, stop - start))
+        where.append((body[:, :, keep] * valid[:, :, keep]).flatten(2))
+        seen.append(valid[:, :, keep].expand(-1, -1, -1, 2).flatten(2))
+        if name in HAND_PARTS:
+            hand = landmarks[:, :, start:stop]
+            rel = hand - hand[:, :, HAND_WRIST : HAND_WRIST + 1]
+            size = rel[:, :, HAND_SIZE_POINT, :2].norm(dim=-1)[..., None, None].clamp_min(1e-3)
+            shape = (rel / size).clamp(-SIGNER_CLIP, SIGNER_CLIP) * valid[:, :, start:stop]
+            shapes.append(shape.flatten(2))
+    where, seen = torch.cat(where, dim=-1), torch.cat(seen, dim=-1)
+    motion = (where[:, 1:] - where[:, :-1]) * seen[:, 1:] * seen[:, :-1]
+    motion = torch.cat([torch.zeros_like(where[:, :1]), motion], dim=1)
+    return torch.cat([where, *shapes, motion, mask.to(torch.float32)], dim=-1)

@@ -15,7 +15,7 @@ from model import (
     parameter_breakdown,
     save_checkpoint,
 )
-from model.landmarks import feature_dim
+from model.landmarks import feature_dim, signer_feature_dim, signer_features
 
 T, D, C = 4, 16, 7
 PARTS, SIZES = ("pose", "left_hand", "right_hand"), (33, 21, 21)
@@ -68,10 +68,13 @@ def test_ablations_do_not_build_the_other_branch():
 
 
 def test_parameter_count_at_seed_size():
-    """About 2.8M trainable parameters at hidden 256, a 2560-d encoder, 100 classes."""
+    """About 1.9M trainable parameters at hidden 256, a 2560-d encoder, 100 classes (the
+    seed's 2.8M with the transformer landmark encoder, kept as landmark_encoder="body")."""
     counts = parameter_breakdown(HybridASLModel(ModelConfig(num_classes=100, gemma_dim=2560)))
     print("parameters:", counts)
-    assert 2_600_000 <= counts["total"] <= 3_100_000
+    assert 1_800_000 <= counts["total"] <= 2_000_000
+    body = HybridASLModel(ModelConfig(num_classes=100, gemma_dim=2560, landmark_encoder="body"))
+    assert 2_600_000 <= parameter_breakdown(body)["total"] <= 3_100_000
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     # the frame projection 2560 -> 256 alone is 655,616
     assert 900_000 <= counts["visual_projection"] <= 1_100_000
@@ -252,3 +255,99 @@ def test_checkpoint_refuses_a_store_of_another_encoder_or_T(tmp_path):
         ckpt.check_store(store("other.zarr", {"model_id": "enc-b", "feature_dim": D}, T))
     with pytest.raises(SchemaMismatchError, match="num_frames"):
         ckpt.check_store(store("longer.zarr", {"model_id": "enc-a", "feature_dim": D}, T + 4))
+
+
+# -- signer features (the default landmark encoder) --------------------------------------
+SIGNER_DIM = 2 * (23 + 42) * 2 + 3 * 42 + 3
+
+
+def signer_clip(batch: int = 2, seed: int = 0):
+    """Landmarks that look like a person: shoulders apart, hands of a real size."""
+    g = torch.Generator().manual_seed(seed)
+    lm = 0.3 + 0.4 * torch.rand(batch, T, 75, 3, generator=g)
+    lm[:, :, 11, :2] = torch.tensor([0.62, 0.5])  # left shoulder (on the image's right)
+    lm[:, :, 12, :2] = torch.tensor([0.38, 0.5])
+    mask = torch.ones(batch, T, 3, dtype=torch.bool)
+    return lm, mask
+
+
+def test_signer_features_do_not_depend_on_where_the_signer_sits():
+    lm, mask = signer_clip()
+    f = signer_features(lm, mask, PARTS, SIZES)
+    assert f.shape == (2, T, signer_feature_dim(PARTS, SIZES)) == (2, T, SIGNER_DIM)
+    moved = lm * 0.6  # closer to the camera is bigger: scale x, y and z alike
+    moved[..., :2] += torch.tensor([0.25, -0.1])  # and elsewhere in the image
+    torch.testing.assert_close(signer_features(moved, mask, PARTS, SIZES), f)
+    # shoulders at x = +-0.5 in the shoulder frame
+    pose = f[..., : 23 * 2].reshape(2, T, 23, 2)
+    torch.testing.assert_close(pose[:, :, 11, 0], torch.full((2, T), 0.5))
+
+
+def test_signer_features_of_a_mirrored_clip_are_the_mirrored_features():
+    from training.augment import mirror_permutations
+
+    lm, mask = signer_clip()
+    mask[:, :, 1] = False  # only the right hand signs
+    k_perm, p_perm = mirror_permutations(PARTS, SIZES)
+    mirrored = lm[:, :, k_perm].clone()
+    mirrored[..., 0] = 1.0 - mirrored[..., 0]
+    f = signer_features(lm, mask, PARTS, SIZES)
+    fm = signer_features(mirrored, mask[..., p_perm], PARTS, SIZES)
+
+    def blocks(x):
+        """(pose xy, left xy, right xy, left shape, right shape, motion, mask)."""
+        return x.split([46, 42, 42, 63, 63, 130, 3], dim=-1)
+
+    def flip_x(x, width):
+        x = x.reshape(*x.shape[:-1], -1, width).clone()
+        x[..., 0] = -x[..., 0]
+        return x
+
+    pose, left, right, left_shape, right_shape, _, flags = blocks(f)
+    m_pose, m_left, m_right, m_left_shape, m_right_shape, _, m_flags = blocks(fm)
+    torch.testing.assert_close(flip_x(m_pose, 2), pose.reshape(2, T, 23, 2)[:, :, k_perm[:23]])
+    torch.testing.assert_close(flip_x(m_left, 2), flip_x(right, 2) * torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(flip_x(m_left_shape, 3), right_shape.reshape(2, T, 21, 3))
+    assert m_right.abs().max() == 0 and m_right_shape.abs().max() == 0
+    assert (m_flags == flags[..., p_perm]).all()
+
+
+def test_signer_features_keep_a_missing_hand_zero_and_flagged():
+    lm, mask = signer_clip(1)
+    mask[:, 2:, 1] = False  # the left hand leaves the frame at frame 2
+    lm[:, 2:, 33:54] = 0.0
+    f = signer_features(lm, mask, PARTS, SIZES)
+    _, left, _, left_shape, _, motion, flags = f.split([46, 42, 42, 63, 63, 130, 3], dim=-1)
+    assert left[:, 2:].abs().max() == 0 and left_shape[:, 2:].abs().max() == 0
+    assert left[:, :2].abs().min() > 0  # present before
+    left_motion = motion[..., 46:88]
+    assert left_motion[:, 2:].abs().max() == 0, "leaving the frame is not a movement"
+    assert left_motion[:, 1].abs().max() > 0
+    assert (flags == mask.float()).all()
+
+
+def test_signer_features_drop_the_legs_and_the_pose_depth():
+    lm, mask = signer_clip(1)
+    legs, depth = lm.clone(), lm.clone()
+    legs[:, :, 23:33] += torch.rand(1, T, 10, 3)  # guessed hips and legs wander
+    depth[:, :, :33, 2] = torch.rand(1, T, 33)
+    f = signer_features(lm, mask, PARTS, SIZES)
+    torch.testing.assert_close(signer_features(legs, mask, PARTS, SIZES), f)
+    torch.testing.assert_close(signer_features(depth, mask, PARTS, SIZES), f)
+
+
+def test_signer_features_on_hands_only_and_on_nothing():
+    lm, mask = signer_clip(1)
+    hands = signer_features(lm[:, :, 33:], mask[..., 1:], PARTS[1:], SIZES[1:])
+    assert hands.shape[-1] == signer_feature_dim(PARTS[1:], SIZES[1:]) and hands.isfinite().all()
+    none = signer_features(torch.zeros_like(lm), torch.zeros_like(mask), PARTS, SIZES)
+    assert none.abs().max() == 0
+
+
+def test_a_config_saved_before_the_encoder_choice_loads_as_the_body_encoder():
+    saved = small_config().to_dict()
+    del saved["landmark_encoder"]
+    assert ModelConfig.from_dict(saved).landmark_encoder == "body"
+    assert small_config().landmark_encoder == "signer"
+    with pytest.raises(ValueError, match="landmark_encoder"):
+        small_config(landmark_encoder="lstm")

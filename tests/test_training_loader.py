@@ -224,3 +224,29 @@ def test_a_window_of_only_unusable_rows_neither_stalls_nor_breaks_resume(store_u
         resumed = loader(store_url)
         resumed.load_state_dict(first.state_dict())
         assert done + ids_of(resumed) == ref, stop_after
+
+
+def test_a_store_written_one_class_after_another_still_gives_mixed_windows(tmp_path):
+    """Importers write a source in order, gloss after gloss, so each block holds one
+    class; a window made of whole blocks held 4 classes of 16 here, and training
+    stalled. Windows of pieces from across the split hold most classes."""
+    from test_training_fixtures import class_video, schema
+
+    from featurestore import create_store
+
+    rng = np.random.default_rng(0)
+    classes, per_class = 16, 32
+    centres = rng.normal(size=(classes, 16))
+    store = create_store(str(tmp_path / "sorted.zarr"), schema(4, 16, classes), block_size=32)
+    with store.writer() as w:
+        for c in range(classes):
+            for i in range(per_class):
+                w.put(f"c{c:02d}-{i:02d}", class_video(rng, c, 4, 16, centres, 0.6), label=c)
+    store = open_store(str(tmp_path / "sorted.zarr"))
+    label = {v: int(v[1:3]) for v in store.ids("train")}
+    windows = plan_epoch(store.blocks("train"), 128, seed=0, epoch=0)
+    assert len(windows) == 4
+    assert all(len({label[v] for v in w.video_ids}) >= 10 for w in windows)
+    assert sorted(v for w in windows for v in w.video_ids) == store.ids("train")
+    ordered = plan_epoch(store.blocks("train"), 128, seed=0, epoch=0, shuffle=False)
+    assert [v for w in ordered for v in w.video_ids] == store.ids("train")

@@ -4,11 +4,18 @@ Computed from the store's index alone (no array reads), identically in every pro
 the order of samples depends only on (seed, epoch, world size) and never on the number of
 DataLoader workers:
 
-1. The split's chunk-aligned blocks are shuffled with the seed.
+1. The split's chunk-aligned blocks are cut into pieces of ``window_rows /
+   PIECES_PER_WINDOW`` rows (at least MIN_PIECE_ROWS), and the pieces are shuffled
+   with the seed. A store is usually written in the order of its source (one gloss
+   after another), so a block holds one or two classes; a window of whole blocks held
+   a handful of classes and so did every batch drawn from it, which stalled training
+   (real signs: 24% train top-1 after 3 epochs instead of 78% with rows drawn at
+   random). Pieces from across the split make a window a fair sample of it, for more,
+   smaller reads.
 2. Their rows, in that order, are cut into *windows* of at most ``window_rows`` rows, as
    equal as possible and a multiple of the world size in number (so ranks get equal
-   shares); a window is a handful of contiguous reads (whole blocks, or a block's slice
-   at the window's edges).
+   shares); a window is a few dozen contiguous reads (pieces, or whole blocks in order
+   when not shuffling).
 3. Window ``i`` goes to DDP rank ``i % world``; a rank's ``j``-th window (counted from
    where the epoch resumes) to DataLoader worker ``j % workers``. Each row of the split
    lands in exactly one window of one rank.
@@ -24,6 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+PIECES_PER_WINDOW, MIN_PIECE_ROWS = 64, 4
+"""A shuffled window is made of about this many pieces of blocks from across the split,
+each of at least this many rows (fewer only at a block's end)."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +86,12 @@ def plan_epoch(
     blocks, window_rows: int, seed: int, epoch: int, shuffle: bool = True, world_size: int = 1
 ) -> list[Window]:
     """All windows of one epoch in global order."""
-    order = rng_for(seed, epoch, 0).permutation(len(blocks)) if shuffle else range(len(blocks))
     sizes = iter(window_sizes(sum(len(b) for b in blocks), window_rows, world_size))
     windows, current, filled, target = [], [], 0, next(sizes, 0)
-    for b in order:
-        block, start = blocks[b], 0
-        while start < len(block):
-            stop = min(len(block), start + target - filled)
+    for piece in _pieces(blocks, window_rows, seed, epoch, shuffle):
+        block, start, end = piece.block, piece.start, piece.stop
+        while start < end:
+            stop = min(end, start + target - filled)
             current.append(Piece(block, start, stop))
             filled += stop - start
             start = stop
@@ -89,6 +99,15 @@ def plan_epoch(
                 windows.append(Window(len(windows), tuple(current)))
                 current, filled, target = [], 0, next(sizes, 0)
     return windows
+
+
+def _pieces(blocks, window_rows: int, seed: int, epoch: int, shuffle: bool) -> list[Piece]:
+    """The blocks in order, or cut into pieces and shuffled (see the module notes)."""
+    if not shuffle:
+        return [Piece(b, 0, len(b)) for b in blocks]
+    size = max(MIN_PIECE_ROWS, window_rows // PIECES_PER_WINDOW)
+    pieces = [Piece(b, i, min(i + size, len(b))) for b in blocks for i in range(0, len(b), size)]
+    return [pieces[i] for i in rng_for(seed, epoch, 0).permutation(len(pieces))]
 
 
 def rank_windows(windows: list[Window], rank: int, world_size: int) -> list[Window]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 32
     """Global batch size: each of N DDP ranks takes batch_size / N rows per step."""
-    lr: float = 1e-3
+    lr: float = 3e-3
+    """Peak learning rate (after warm-up, then cosine decay): learns a small set in the
+    default epochs and was as good as 1e-3 on real signs (benchmarks/real_signs.py)."""
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
@@ -94,6 +97,16 @@ def pick_device(name: str | None) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def leave_cores_for_workers(workers: int) -> None:
+    """On a CPU, torch's intra-op threads spin against loader workers on the same cores:
+    on 2 cores with 2 workers training ran 4x slower (80 instead of 350 samples/s). The
+    model gets the cores the workers leave, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = max(1, (cores or 1) - workers)
+    if workers and torch.get_num_threads() > want:
+        torch.set_num_threads(want)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -137,6 +150,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        if self.device == "cpu":
+            leave_cores_for_workers(cfg.workers)
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.startswith("cuda") and self.dist.enabled:
             self.device = f"cuda:{self.dist.local_rank}"
