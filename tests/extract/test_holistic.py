@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest_extract import wlasl_mini
 
 from featurestore.extract import (
     FACE_SUBSET,
@@ -12,6 +11,7 @@ from featurestore.extract import (
     landmark_layout,
     synthesize,
 )
+from tests.extract.clips import wlasl_mini
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Helpers and fixtures for the extraction tests (import the fixtures into a test module)."""
+"""Clips for the extraction tests: frames that encode their index, and the real WLASL
+clips where this machine has them (tests that need them skip elsewhere)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_data() -> Path | None:
@@ -37,20 +38,3 @@ def indexed_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> 
 def frame_indices(frames: np.ndarray) -> np.ndarray:
     """Recover the indices written by ``indexed_frames`` (lossy codecs: nearest integer)."""
     return np.rint((frames.reshape(len(frames), -1).mean(axis=1) - 4) / 8).astype(int)
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder():
-    from featurestore.extract import load_encoder
-
-    return load_encoder("tiny-random")
-
-
-@pytest.fixture(scope="session")
-def synth_set(tmp_path_factory) -> Path:
-    """2 classes x 3 clips, 20 frames of 64x64: the manifest path."""
-    from featurestore.extract import synthesize
-
-    return synthesize(
-        tmp_path_factory.mktemp("synth"), classes=2, per_class=3, frames=20, size=(64, 64)
-    )

@@ -6,10 +6,8 @@ import shutil
 import subprocess
 import sys
 
-import conftest_extract
 import numpy as np
 import pytest
-from conftest_extract import frame_indices, indexed_frames
 
 from featurestore import SchemaMismatchError, StoreSchema, StreamSpec, create_store, open_store
 from featurestore.cli import main as cli_main
@@ -24,9 +22,8 @@ from featurestore.extract import (
     read_wlasl,
     write_video,
 )
+from tests.extract.clips import frame_indices, indexed_frames
 
-tiny_encoder = conftest_extract.tiny_encoder
-synth_set = conftest_extract.synth_set
 T = 8
 
 

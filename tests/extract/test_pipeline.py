@@ -3,10 +3,10 @@
 import time
 
 import numpy as np
-from conftest_extract import indexed_frames
 
 from featurestore.extract import Entry, write_video
 from featurestore.extract.pipeline import Pipeline
+from tests.extract.clips import indexed_frames
 
 
 class FlakyEncoder:

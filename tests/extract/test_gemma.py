@@ -5,15 +5,12 @@ import logging
 import subprocess
 import sys
 
-import conftest_extract
 import numpy as np
 import pytest
 import torch
 
 from featurestore.extract import EncoderError, load_encoder
 from featurestore.extract.gemma import preset_config
-
-tiny_encoder = conftest_extract.tiny_encoder  # the session fixture
 
 # Golden values: the same on any machine with this torch/transformers (float tolerance).
 TINY_SHA = "a915fd87ad01d2c3a090962eac9695b85db628dd63ef6aa351dde17f90ec5e9f"

@@ -6,9 +6,9 @@ import pickle
 import av
 import numpy as np
 import pytest
-from conftest_extract import frame_indices, indexed_frames
 
 from featurestore.extract import DecodeError, count_frames, decode_clip, write_video
+from tests.extract.clips import frame_indices, indexed_frames
 
 FORMATS = [
     ("clip.mp4", "libx264", "yuv420p", (64, 48)),
@@ -68,7 +68,7 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
 
 
 def test_real_clip_with_audio_track_decodes():
-    from conftest_extract import wlasl_mini
+    from tests.extract.clips import wlasl_mini
 
     path = wlasl_mini() / "videos" / "90001.mp4"
     clip = decode_clip(path, num_frames=16)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from conftest_extract import wlasl_mini
 
 from featurestore.extract import (
     ManifestError,
@@ -12,6 +11,7 @@ from featurestore.extract import (
     read_wlasl,
     scan_videos,
 )
+from tests.extract.clips import wlasl_mini
 
 
 def test_csv_with_frame_ranges_and_relative_paths(tmp_path):
