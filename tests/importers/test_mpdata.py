@@ -11,7 +11,7 @@ from featurestore import SchemaMismatchError, import_dataset, open_store
 from featurestore.cli import main
 from featurestore.extract import FACE_SUBSET, landmark_layout
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "landmarks"
 
 
 def frame_vector(rng, width: int, missing: tuple[str, ...] = ()) -> np.ndarray:

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from test_import_mpdata import assert_one_split_per_signer
 
 from featurestore import SchemaMismatchError, import_dataset, open_store
 from featurestore.cli import main
 from featurestore.extract import FACE_SUBSET
+from tests.importers.test_mpdata import assert_one_split_per_signer
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
