@@ -13,18 +13,13 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-import tests.featurestore.test_store_conformance as conformance  # noqa: E402
 from featurestore import create_store, open_store  # noqa: E402
 from tests.featurestore.test_store_concurrency import assert_videos_equal, run_writer, write_at_once  # noqa: E402
+from tests.featurestore.test_store_conformance import BackendTests  # noqa: E402
 from tests.helpers import random_video, small_schema  # noqa: E402
 from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
-
-# The whole backend conformance suite again, with ``store_url`` below pointing at S3.
-for _name in dir(conformance):
-    if _name.startswith("test_"):
-        globals()[_name] = getattr(conformance, _name)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +38,10 @@ def aws_env(s3, monkeypatch):
 @pytest.fixture
 def store_url(aws_env) -> str:
     return f"s3://{aws_env.make_bucket()}/store.zarr"
+
+
+class TestS3(BackendTests):
+    """The whole backend conformance suite again, with ``store_url`` above pointing at S3."""
 
 
 def test_explicit_storage_options_without_environment(s3, rng, monkeypatch):
