@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--num-frames", type=int, default=8, help="T, frames sampled per clip")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=None, help="default: asl-train's")
     p.add_argument("--workers", type=int, default=2, help="landmark processes")
     p.add_argument("--no-serve", action="store_true", help="skip the HTTP step")
     args = p.parse_args(argv)
@@ -178,16 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
     if best.exists():
         print(f"reusing {best} (delete {run_dir} to retrain)")
     else:
+        epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
         run(
             tool("asl-train"),
             "--store",
             str(store),
-            "--epochs",
-            str(args.epochs),
-            "--batch-size",
-            "32",
-            "--lr",
-            "3e-3",
+            *epochs,
             "--out",
             str(run_dir),
             "--device",
