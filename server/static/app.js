@@ -60,6 +60,11 @@ async function api(path, options = {}) {
   return body;
 }
 
+// An error the user must see (401s already said so, with the key box).
+function report(err) {
+  if (!(err instanceof ApiError && err.status === 401)) showError(err.message || String(err));
+}
+
 // -- tabs ------------------------------------------------------------------------------
 function openTab(name) {
   for (const b of document.querySelectorAll("nav button")) {
@@ -73,8 +78,8 @@ function openTab(name) {
       el.textContent = err.message;
     });
   }
-  if (name === "browse") loadList().catch(() => {});
-  if (name === "model") loadModel().catch(() => {});
+  if (name === "browse") loadList().catch(report);
+  if (name === "model") loadModel().catch(report);
 }
 
 // -- bars and tables -------------------------------------------------------------------
@@ -162,6 +167,7 @@ async function renderFrames(details) {
     }
     const fig = document.createElement("figure");
     const found = details.layout ? details.layout.parts.filter((_, i) => mask[i]) : [];
+    canvas.dataset.parts = found.join(",");
     const hands = found.filter((p) => p.endsWith("_hand")).length;
     const caption = document.createElement("figcaption");
     caption.textContent = `${details.frame_times[t].toFixed(2)} s · ${hands ? hands + " hand" + (hands > 1 ? "s" : "") : "no hands"}`;
@@ -390,7 +396,7 @@ async function loadList() {
     const tr = rows.insertRow();
     tr.dataset.videoId = v.video_id;
     for (const c of [v.video_id, v.gloss, v.label, v.split]) tr.insertCell().textContent = c;
-    tr.addEventListener("click", () => openVideo(v.video_id));
+    tr.addEventListener("click", () => openVideo(v.video_id).catch(report));
   }
   const last = Math.min(state.offset + state.limit, body.total);
   $("browse-page").textContent = body.total ? `${state.offset + 1}-${last} of ${body.total}` : "no videos";
@@ -478,7 +484,7 @@ function closeVideo() {
 async function loadModel() {
   const m = state.info.model;
   renderRows($("model-info"), [
-    ["fusion", m.fusion], ["modalities", (m.modalities || []).join(", ")],
+    ["fusion", m.fusion], ["modalities", String(m.modalities)],
     ["parameters", m.parameters.toLocaleString()], ["classes", m.num_classes],
     ["frames (T)", m.num_frames], ["encoder", m.encoder && m.encoder.model_id],
     ...Object.entries(m.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? v.toFixed(4) : JSON.stringify(v)]),
@@ -556,12 +562,12 @@ function setup() {
   setupDrop();
   $("live-start").addEventListener("click", () => liveStart());
   $("live-stop").addEventListener("click", liveStop);
-  const relist = () => { state.offset = 0; loadList().catch(() => {}); };
+  const relist = () => { state.offset = 0; loadList().catch(report); };
   $("browse-split").addEventListener("change", relist);
   $("browse-gloss").addEventListener("change", relist);
   $("browse-q").addEventListener("input", relist);
-  $("browse-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); loadList().catch(() => {}); });
-  $("browse-next").addEventListener("click", () => { state.offset += state.limit; loadList().catch(() => {}); });
+  $("browse-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); loadList().catch(report); });
+  $("browse-next").addEventListener("click", () => { state.offset += state.limit; loadList().catch(report); });
   $("video-back").addEventListener("click", closeVideo);
   loadInfo().then((ok) => { if (ok) openTab("try"); });
 }
