@@ -21,16 +21,17 @@ setup: $(STAMP)  ## create .venv and install the project with test tools
 demo: $(STAMP)  ## the whole job offline: synth clips -> store -> train -> eval -> serve -> predict
 	$(BIN)/python scripts/demo.py --out $(DEMO)
 
-test: $(STAMP)  ## lint, then the full test suite (slow tests included), as CI runs it
+test: $(STAMP)  ## lint and type-check, then the full test suite (slow tests included), as CI runs it
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -ra
 
 test-quick: $(STAMP)  ## the tests without the slow ones
 	$(BIN)/pytest -q -m "not slow"
 
-lint: $(STAMP)  ## ruff lint and format check
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: $(STAMP)  ## ruff lint and format check, mypy over the four packages
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
@@ -40,4 +41,4 @@ bench: $(STAMP)  ## all benchmarks at full size (QUICK=--quick: about a minute e
 		[ -f $$b ] && $(BIN)/python $$b $(QUICK) || true; done
 
 clean:  ## remove the demo output and caches (keeps .venv)
-	rm -rf $(DEMO) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(DEMO) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._files import Files
 from ._version import __version__
-from .backends import BACKENDS, backend_name_for
+from .backends import BACKENDS, Backend, backend_name_for
 from .errors import CorruptDataError, NotAStoreError, SchemaMismatchError, StoreError
 from .index import Block, Index, IndexEntry
 from .schema import FORMAT_NAME, SCHEMA_VERSION, StoreSchema
@@ -42,7 +42,7 @@ class Storage:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._backend = None
+        self._backend: Backend | None = None
         self._index: Index | None = None
 
     @property

@@ -15,7 +15,7 @@ from .errors import StoreError
 from .store import open_store
 
 
-def _info(args) -> int:
+def _info(args: argparse.Namespace) -> int:
     info = open_store(args.store, storage_options=args.storage_options).info()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -37,7 +37,7 @@ def _info(args) -> int:
     return 0
 
 
-def _ls(args) -> int:
+def _ls(args: argparse.Namespace) -> int:
     store = open_store(args.store, storage_options=args.storage_options)
     ids = store.ids(args.split)
     if args.json:
@@ -53,7 +53,7 @@ def _ls(args) -> int:
     return 0
 
 
-def _get(args) -> int:
+def _get(args: argparse.Namespace) -> int:
     store = open_store(args.store, storage_options=args.storage_options)
     video = store.get(args.video_id, [args.stream] if args.stream else None)
     if args.out:
@@ -82,7 +82,7 @@ def _get(args) -> int:
     return 0
 
 
-def _verify(args) -> int:
+def _verify(args: argparse.Namespace) -> int:
     store = open_store(args.store, storage_options=args.storage_options)
     problems = store.verify(progress=not args.quiet)
     for p in problems:
@@ -91,7 +91,7 @@ def _verify(args) -> int:
     return 1 if problems else 0
 
 
-def _compact(args) -> int:
+def _compact(args: argparse.Namespace) -> int:
     store = open_store(args.store, "r+", storage_options=args.storage_options)
     result = store.compact(progress=not args.quiet)
     print(f"compacted {result['videos']} videos; removed {result['segments_removed']} segment(s)")

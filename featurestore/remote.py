@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ._files import Files, is_remote
 from ._storage import META_KEY
+from .errors import NotAStoreError
 from .index import COMMITS
 from .store import FeatureStore, open_store
 
@@ -80,7 +81,10 @@ def mirror(url: str, cache_dir: str, storage_options: dict | None = None) -> Mir
         with contextlib.suppress(FileNotFoundError):  # another process got there first
             os.remove(os.path.join(path, *key.split("/")))
     nbytes = _fetch(remote, local, data) + _fetch(remote, local, commits)
-    local.write(META_KEY, remote.read(META_KEY))
+    meta = remote.read(META_KEY)
+    if meta is None:  # open_store found it above: someone deleted the store meanwhile
+        raise NotAStoreError(f"{url} is not a feature store (no {META_KEY})")
+    local.write(META_KEY, meta)
     return MirrorStats(path, len(missing), nbytes, len(wanted) - len(missing), len(stale))
 
 

@@ -138,7 +138,7 @@ def compatibility_problems(
     return problems
 
 
-def check_compatible(schema: StoreSchema, where: str, **expected) -> None:
+def check_compatible(schema: StoreSchema, where: str, **expected: Any) -> None:
     problems = compatibility_problems(schema, **expected)
     if problems:
         raise SchemaMismatchError(f"{where} is incompatible: " + "; ".join(problems))

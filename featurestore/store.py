@@ -68,7 +68,7 @@ class FeatureStore:
         return {"url": self.url, "mode": self.mode, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"], state["mode"], state["storage_options"])
+        FeatureStore.__init__(self, state["url"], state["mode"], state["storage_options"])
 
     @property
     def schema(self) -> StoreSchema:
@@ -77,7 +77,7 @@ class FeatureStore:
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -112,7 +112,12 @@ class FeatureStore:
         labels_json = {str(k): v for k, v in sorted(merged.items())}
         self._storage.write_meta({**self._storage.meta, "labels": labels_json})
 
-    def check_compatible(self, encoder=None, num_frames=None, streams=None) -> None:
+    def check_compatible(
+        self,
+        encoder: dict | None = None,
+        num_frames: int | None = None,
+        streams: dict | None = None,
+    ) -> None:
         """Raise SchemaMismatchError if features from this store cannot serve that consumer."""
         check_compatible(
             self.schema,

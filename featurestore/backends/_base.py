@@ -17,7 +17,9 @@ from ..schema import StoreSchema
 class Backend(ABC):
     name: str
 
-    def __init__(self, url: str, schema: StoreSchema, block_size: int, storage_options=None):
+    def __init__(
+        self, url: str, schema: StoreSchema, block_size: int, storage_options: dict | None = None
+    ):
         self.url = url
         self.schema = schema
         self.block_size = block_size

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from .._files import is_remote, local_path
+from ..schema import StoreSchema
 from ._base import Backend
 
 _MAX_OPEN = 64
@@ -25,7 +26,13 @@ class HDF5Backend(Backend):
     name = "hdf5"
 
     def __init__(
-        self, url, schema, block_size, storage_options=None, compression="none", chunk_rows=None
+        self,
+        url: str,
+        schema: StoreSchema,
+        block_size: int,
+        storage_options: dict | None = None,
+        compression: str = "none",
+        chunk_rows: int | None = None,
     ):
         if is_remote(url):
             raise ValueError(
@@ -46,7 +53,7 @@ class HDF5Backend(Backend):
     def create_segment(self, segment: str) -> None:
         os.makedirs(os.path.join(self.root, "segments", segment), exist_ok=True)
 
-    def write_block(self, segment, block, arrays) -> None:
+    def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         path = self._block_path(segment, block)
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         with h5py.File(tmp, "w") as f:
@@ -73,7 +80,7 @@ class HDF5Backend(Backend):
             self._open.move_to_end(path)
         return f
 
-    def read_rows(self, segment, block, start, stop, stream) -> np.ndarray:
+    def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
         return self._file(self._block_path(segment, block))[stream][start:stop]
 
     def delete_segment(self, segment: str) -> None:

@@ -14,10 +14,12 @@ import asyncio
 
 import numpy as np
 import zarr
+from zarr.abc.store import Store
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
+from ..schema import StoreSchema
 from ._base import Backend
 
 CAPACITY_BLOCKS = 2**24
@@ -27,16 +29,22 @@ class ZarrBackend(Backend):
     name = "zarr"
 
     def __init__(
-        self, url, schema, block_size, storage_options=None, compression="none", chunk_rows=None
+        self,
+        url: str,
+        schema: StoreSchema,
+        block_size: int,
+        storage_options: dict | None = None,
+        compression: str = "none",
+        chunk_rows: int | None = None,
     ):
         super().__init__(url, schema, block_size, storage_options)
         self.compression = compression
         self.chunk_rows = min(chunk_rows or block_size, block_size)
-        self._store = None
-        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._store: Store | None = None
+        self._arrays: dict[tuple[str, str, str], zarr.Array] = {}  # (segment, stream, mode)
 
     @property
-    def store(self):
+    def store(self) -> Store:
         if self._store is None:
             if is_remote(self.url):
                 self._store = zarr.storage.FsspecStore.from_url(
@@ -80,16 +88,18 @@ class ZarrBackend(Backend):
             self._arrays[key] = arr
         return arr
 
-    def write_block(self, segment, block, arrays) -> None:
+    def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         start = block * self.block_size
         for name, data in arrays.items():
             self._array(segment, name, "r+")[start : start + len(data)] = data
 
-    def read_rows(self, segment, block, start, stop, stream) -> np.ndarray:
+    def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
         base = block * self.block_size
-        return self._array(segment, stream)[base + start : base + stop]
+        return np.asarray(self._array(segment, stream)[base + start : base + stop])
 
-    def read_streams(self, segment, block, start, stop, streams) -> dict[str, np.ndarray]:
+    def read_streams(
+        self, segment: str, block: int, start: int, stop: int, streams: list[str]
+    ) -> dict[str, np.ndarray]:
         """All streams' reads in flight at once on zarr's event loop (saves a round trip each)."""
         base = block * self.block_size
         arrays = [self._array(segment, s)._async_array for s in streams]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
+from ..store import FeatureStore
 from .decode import Clip, decode_clip
 from .gemma import GemmaEncoder, load_encoder
 from .holistic import LandmarkExtractor, landmark_layout
@@ -90,7 +91,9 @@ class ClipExtractor:
         )
 
     @classmethod
-    def for_store(cls, store, device: str = "cpu", batch_size: int = 64) -> ClipExtractor:
+    def for_store(
+        cls, store: FeatureStore, device: str = "cpu", batch_size: int = 64
+    ) -> ClipExtractor:
         """The extractor that produced ``store``'s features; SchemaMismatchError if it cannot."""
         schema = store.schema
         enc = schema.encoder or {}

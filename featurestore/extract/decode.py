@@ -77,8 +77,10 @@ def count_frames(path: str | Path) -> int:
 
 
 def _upright(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
-    kw = {} if size is None else {"width": size[0], "height": size[1]}
-    rgb = frame.to_ndarray(format="rgb24", **kw)
+    if size is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 

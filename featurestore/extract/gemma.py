@@ -16,12 +16,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .defaults import DEFAULT_ENCODER, POOLINGS
+
+if TYPE_CHECKING:
+    from transformers import Gemma3Config
 
 __all__ = [
     "GemmaEncoder",
@@ -268,7 +272,9 @@ def _skip_init():
     return no_init_weights()
 
 
-def _build_modules(config, attn: str, pooling: str):
+def _build_modules(
+    config: Gemma3Config, attn: str, pooling: str
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     from transformers import SiglipVisionModel
     from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
 
@@ -280,7 +286,9 @@ def _build_modules(config, attn: str, pooling: str):
     return vision, projector
 
 
-def _modules_dict(vision, projector) -> dict[str, torch.nn.Module]:
+def _modules_dict(
+    vision: torch.nn.Module, projector: torch.nn.Module | None
+) -> dict[str, torch.nn.Module]:
     mods = {"vision_tower": vision}
     if projector is not None:
         mods["multi_modal_projector"] = projector
@@ -294,14 +302,14 @@ def _resolve_file(source: str, filename: str, revision: str | None) -> Path | No
         return path if path.is_file() else None
     from transformers.utils import cached_file
 
-    path = cached_file(
+    cached = cached_file(
         source,
         filename,
         revision=revision,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return None if path is None else Path(path)
+    return None if cached is None else Path(cached)
 
 
 def _commit_from_cache_path(path: Path) -> str | None:
@@ -321,8 +329,8 @@ def _weight_files(source: str, revision: str | None) -> list[Path]:
     shards = sorted(
         {f for k, f in weight_map.items() if "vision_tower." in k or "multi_modal_projector." in k}
     )
-    files = [_resolve_file(source, shard, revision) for shard in shards]
-    if not shards or any(f is None for f in files):
+    files = [f for f in (_resolve_file(source, s, revision) for s in shards) if f is not None]
+    if not shards or len(files) < len(shards):
         raise EncoderError(f"{source}: vision tower weights missing from its safetensors shards")
     return files
 

@@ -90,7 +90,7 @@ class LandmarkExtractor:
             self.frames_processed += 1
         return points, mask
 
-    def _fill(self, result, points: np.ndarray, mask: np.ndarray) -> None:
+    def _fill(self, result: object, points: np.ndarray, mask: np.ndarray) -> None:
         offset = 0
         for p, (name, size) in enumerate(
             zip(self.layout["parts"], self.layout["sizes"], strict=True)
@@ -108,7 +108,7 @@ class LandmarkExtractor:
     def __enter__(self) -> LandmarkExtractor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -164,6 +164,7 @@ def _init_worker(face: bool, model_complexity: int, parent_pid: int) -> None:
 
 
 def _extract_in_worker(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    assert _worker is not None, "the pool initializer sets it"
     start, cpu = time.perf_counter(), time.process_time()
     points, mask = _worker.extract(frames)
     return points, mask, time.perf_counter() - start, time.process_time() - cpu
@@ -235,5 +236,5 @@ class LandmarkPool:
     def __enter__(self) -> LandmarkPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close(cancel=exc[0] is not None)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidVideoError
 from ..schema import validate_video_id
@@ -74,7 +75,7 @@ def _entry_from_row(row: dict, base: Path, where: str) -> ManifestEntry:
     video_id = str(row.get("video_id") or "").strip()
     path = Path(str(row.get("path") or "").strip())
     path = path if path.is_absolute() else base / path
-    fields = dict(
+    fields: dict[str, Any] = dict(
         video_id=video_id,
         path=path,
         gloss=str(row.get("gloss") or "").strip(),

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -73,19 +73,19 @@ class Pipeline:
         start = time.perf_counter()
         job.clip, error = stages.decode(job.entry, self.num_frames)
         self._add_time("decode", time.perf_counter() - start)
-        if error is not None:
+        if job.clip is None:  # and error says why
             job._remaining = 1
             return self._finish_part(job, error)
         job.source = stages.decoded_info(job.entry, job.clip)
         job._remaining = (self.pool is not None) + (self.encoder is not None)
         if self.pool is not None:
-            self._submit_landmarks(job)
+            self._submit_landmarks(job, self.pool)
         if self.encoder is not None:
             self._to_encode.put(job)
 
-    def _submit_landmarks(self, job: Job) -> None:
+    def _submit_landmarks(self, job: Job, pool: LandmarkPool) -> None:
         try:
-            future = self.pool.submit(job.clip.frames)
+            future = pool.submit(job.frames)
         except Exception as exc:  # pool shut down by an interrupt, or could not restart
             return self._finish_part(job, f"landmarks: {job.entry.path}: {exc}")
         future.add_done_callback(lambda f: self._landmarks_done(job, f))
@@ -104,14 +104,14 @@ class Pipeline:
             return self._finish_part(job, f"landmarks: {job.entry.path}: {exc}")
         self._finish_part(job)
 
-    def _next_batch(self) -> tuple[list[Job], bool]:
+    def _next_batch(self, batch_size: int) -> tuple[list[Job], bool]:
         """Block for one video, then gather more until a batch of frames is full."""
         first = self._to_encode.get()
         if first is None:
             return [], True
-        batch, frames = [first], len(first.clip.frames)
+        batch, frames = [first], len(first.frames)
         deadline = time.monotonic() + _LINGER_S
-        while frames < self.encoder.batch_size:
+        while frames < batch_size:
             try:
                 job = self._to_encode.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -119,22 +119,22 @@ class Pipeline:
             if job is None:
                 return batch, True
             batch.append(job)
-            frames += len(job.clip.frames)
+            frames += len(job.frames)
         return batch, False
 
-    def _encode_loop(self) -> None:
+    def _encode_loop(self, encoder: GemmaEncoder) -> None:
         last = False
         while not last:
-            batch, last = self._next_batch()
+            batch, last = self._next_batch(encoder.batch_size)
             if batch and self._stop.is_set():
                 for job in batch:
                     self._finish_part(job, "cancelled: run interrupted")
             elif batch:
-                self._encode(batch)
+                self._encode(batch, encoder)
 
-    def _encode(self, batch: list[Job]) -> None:
-        videos = [job.clip.frames for job in batch]
-        done = stages.encode(self.encoder, videos, [job.entry.path for job in batch])
+    def _encode(self, batch: list[Job], encoder: GemmaEncoder) -> None:
+        videos = [job.frames for job in batch]
+        done = stages.encode(encoder, videos, [job.entry.path for job in batch])
         if done.frames:
             self._add_time("encoder", done.seconds)
         self.frames_encoded += done.frames
@@ -156,7 +156,7 @@ class Pipeline:
                 return
             decoder.submit(self._decode, Job(entry))
 
-    def run(self, entries: Iterable[ManifestEntry]) -> Iterator[Job]:
+    def run(self, entries: Iterable[ManifestEntry]) -> Generator[Job, None, None]:
         """Yield every entry's finished Job (features or error), in completion order.
 
         Closing the generator early (an exception or Ctrl-C in the consumer) stops the
@@ -166,7 +166,9 @@ class Pipeline:
         decoder = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
         encoder_thread = None
         if self.encoder is not None:
-            encoder_thread = threading.Thread(target=self._encode_loop, name="encoder", daemon=True)
+            encoder_thread = threading.Thread(
+                target=self._encode_loop, args=(self.encoder,), name="encoder", daemon=True
+            )
             encoder_thread.start()
         feeder = threading.Thread(target=self._feed, args=(entries, decoder), daemon=True)
         feeder.start()

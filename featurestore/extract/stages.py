@@ -22,6 +22,8 @@ from .decode import Clip, DecodeError, decode_clip
 from .manifest import ManifestEntry
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from ..schema import StreamSpec
     from ..writer import Writer
     from .gemma import GemmaEncoder
@@ -46,6 +48,12 @@ class Job:
     source: dict | None = None
     """What decoding found: real and total frame counts, the range used, whether clamped."""
     _remaining: int = 0
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The decoded frames (every stage after decode sees only decoded jobs)."""
+        assert self.clip is not None, f"{self.entry.video_id} was not decoded"
+        return self.clip.frames
 
 
 def decode(entry: ManifestEntry, num_frames: int) -> tuple[Clip | None, str | None]:
@@ -109,7 +117,7 @@ def _source(job: Job) -> dict:
         "path": str(e.path),
         "frame_start": e.frame_start,
         "frame_end": e.frame_end,
-        **job.source,
+        **(job.source or {}),  # set by decoded_info for every decoded video
     }
 
 
@@ -117,7 +125,7 @@ def write(
     jobs: Iterable[Job],
     writer: Writer,
     summary: PopulateSummary,
-    bar,
+    bar: tqdm,
     streams: dict[str, StreamSpec],
 ) -> None:
     """Put each finished video (or record its failure) in the caller's thread, the writer's,
@@ -128,10 +136,11 @@ def write(
         vid = job.entry.video_id
         start = time.perf_counter()
         if job.error is None:
-            arrays = {}
+            arrays: dict[str, np.ndarray] = {}
             if job.gemma is not None:
                 arrays[GEMMA_STREAM] = job.gemma.astype(streams[GEMMA_STREAM].dtype)
             if job.landmarks is not None:
+                assert job.mask is not None, "landmarks come with their mask"
                 arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM] = job.landmarks, job.mask
             try:
                 writer.put(

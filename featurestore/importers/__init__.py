@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from .core import SPLIT_BY, ImportSummary, read_signers, run_import
 
@@ -39,7 +40,7 @@ def import_dataset(
     overwrite: bool = False,
     progress: bool = True,
     storage_options: dict | None = None,
-    **format_options,
+    **format_options: Any,
 ) -> ImportSummary:
     """Import every sequence of ``sources`` (format ``format``) into the store at ``store``.
 

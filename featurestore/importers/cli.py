@@ -6,22 +6,24 @@ For ``seed-npy`` the seed's ``train_simple.py`` spellings (``--gemma_features_di
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from . import FORMATS, import_dataset
 
 __all__ = ["add_subcommands"]
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
     raise KeyboardInterrupt
 
 
-def _format_options(args) -> dict:
+def _format_options(args: argparse.Namespace) -> dict:
     if args.format != "seed-npy":
         for flag in ("landmarks_dir", "wlasl", "subset"):
             if getattr(args, flag):
@@ -30,7 +32,7 @@ def _format_options(args) -> dict:
     return {"landmarks_dir": args.landmarks_dir, "wlasl": args.wlasl, "subset": args.subset}
 
 
-def _import(args) -> int:
+def _import(args: argparse.Namespace) -> int:
     sources = list(args.sources) + ([args.gemma_features_dir] if args.gemma_features_dir else [])
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -60,7 +62,7 @@ def _import(args) -> int:
     return 130 if summary.interrupted else 0
 
 
-def add_subcommands(sub) -> None:
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``import`` on the ``featurestore`` subparsers."""
     p = sub.add_parser(
         "import",

@@ -30,7 +30,8 @@ from ..extract import (
     sample_indices,
 )
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
-from ..store import create_store, open_store
+from ..store import FeatureStore, create_store, open_store
+from ..writer import Writer
 
 __all__ = ["BadInput", "Item", "Loaded", "ImportSummary", "run_import", "holistic_frames"]
 
@@ -287,7 +288,7 @@ def _by_signer(items: list[Item], val_fraction: float, test_fraction: float, see
     its target (to an empty split while there are only as many signers left as empty splits);
     the try closest to the targets wins.
     """
-    counts = Counter(item.signer for item in items)
+    counts = Counter(item.signer for item in items if item.signer is not None)  # all have one
     signers = sorted(counts)
     total = sum(counts.values())
     targets = {
@@ -359,14 +360,14 @@ def assign_splits(
 # -- the run -------------------------------------------------------------------------------------
 
 
-def _existing(store: str, storage_options: dict | None):
+def _existing(store: str, storage_options: dict | None) -> FeatureStore | None:
     try:
         return open_store(store, storage_options=storage_options)
     except (StoreError, FileNotFoundError):
         return None
 
 
-def _num_frames(plan: Plan, requested: int | None, existing) -> int:
+def _num_frames(plan: Plan, requested: int | None, existing: FeatureStore | None) -> int:
     """T: as asked, else the store's, else the sources' common length, else 16."""
     if requested is not None:
         return int(requested)
@@ -383,7 +384,8 @@ def _num_frames(plan: Plan, requested: int | None, existing) -> int:
         lengths.add(item.frames)
         if len(lengths) > 1:
             break  # they disagree: no need to read every other length
-    return lengths.pop() if len(lengths) == 1 and None not in lengths else DEFAULT_NUM_FRAMES
+    common = lengths.pop() if len(lengths) == 1 else None
+    return common if common is not None else DEFAULT_NUM_FRAMES
 
 
 def _schema(plan: Plan, num_frames: int, face: bool, labels: dict[int, str]) -> StoreSchema:
@@ -398,7 +400,7 @@ def _schema(plan: Plan, num_frames: int, face: bool, labels: dict[int, str]) -> 
     return StoreSchema(num_frames, streams, plan.encoder, layout, labels)
 
 
-def _check_store(existing, schema: StoreSchema) -> None:
+def _check_store(existing: FeatureStore | None, schema: StoreSchema) -> None:
     if existing is None:
         return
     existing.check_compatible(
@@ -418,7 +420,7 @@ def _check_store(existing, schema: StoreSchema) -> None:
         )
 
 
-def _labels(items: list[Item], existing) -> dict[int, str]:
+def _labels(items: list[Item], existing: FeatureStore | None) -> dict[int, str]:
     """Glosses exactly as written; labels merged add-only with the store's (as populate does)."""
     live = [i for i in items if i.error is None]
     entries = [
@@ -431,7 +433,9 @@ def _labels(items: list[Item], existing) -> dict[int, str]:
     return label_map
 
 
-def _todo(items: list[Item], existing, overwrite: bool) -> tuple[list[Item], int]:
+def _todo(
+    items: list[Item], existing: FeatureStore | None, overwrite: bool
+) -> tuple[list[Item], int]:
     """Items still to write; an id committed by another source is an error naming both."""
     seen: dict[str, Item] = {}
     for item in items:
@@ -444,7 +448,7 @@ def _todo(items: list[Item], existing, overwrite: bool) -> tuple[list[Item], int
     committed = set() if existing is None or overwrite else set(existing.ids())
     todo, skipped = [], 0
     for item in items:
-        if item.video_id not in committed:
+        if existing is None or item.video_id not in committed:
             todo.append(item)
             continue
         was = existing.entry(item.video_id).source or {}
@@ -532,13 +536,16 @@ def run_import(
         summary.interrupted = True  # the writer's exit committed what was complete
     finally:
         bar.close()
-    summary.splits = Counter(i.split for i in todo if i.video_id not in summary.failures)
+    summary.splits = Counter(i.split or "train" for i in todo if i.video_id not in summary.failures)
     summary.splits = dict(sorted(summary.splits.items()))
     summary.elapsed_s = time.perf_counter() - started
     return summary
 
 
-def _write(fmt: str, plan: Plan, todo: Iterable[Item], writer, summary, bar) -> None:
+def _write(
+    fmt: str, plan: Plan, todo: Iterable[Item], writer: Writer, summary: ImportSummary, bar: tqdm
+) -> None:
+    assert plan.load is not None, f"{fmt}: its scan gave no loader"
     for item in todo:
         try:
             loaded = plan.load(item)

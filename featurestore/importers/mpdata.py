@@ -14,6 +14,7 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ class Tree:
             info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
             or info.flag_bits & 1
         ):
+            assert self.zip is not None, "members are read only from an open zip"
             return self.zip.read(info)  # other codecs, encryption: the slow general path
         head = os.pread(self._fd, 30, info.header_offset)
         if head[:4] != b"PK\x03\x04":
@@ -121,7 +123,7 @@ class Tree:
         return data
 
 
-def _hidden(parts) -> bool:
+def _hidden(parts: Iterable[str]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
@@ -230,9 +232,9 @@ def scan(sources: list[str], *, face: bool = False) -> Plan:
         found, bad = _items(tree)
         items += found
         failures.update(bad)
-    return Plan(
-        items,
-        failures=failures,
-        load=_loader(trees, face),
-        close=lambda: [tree.close() for tree in trees.values()],
-    )
+
+    def close() -> None:
+        for tree in trees.values():
+            tree.close()
+
+    return Plan(items, failures=failures, load=_loader(trees, face), close=close)

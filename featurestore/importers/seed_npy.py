@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def _load(dim: int, landmarks_dir: Path | None, face: bool):
     def load(item: Item) -> Loaded:
         gemma_path, landmark_path = item.ref
         arrays = {GEMMA_STREAM: _array(gemma_path, dim, "gemma features")}
-        info = {"gemma_frames": len(arrays[GEMMA_STREAM])}
+        info: dict[str, Any] = {"gemma_frames": len(arrays[GEMMA_STREAM])}
         if landmarks_dir is not None:
             values = _array(landmark_path, SEED_WIDTH, "landmarks").astype(np.float32)
             arrays.update(seed_landmarks(values, face, str(landmark_path)))
