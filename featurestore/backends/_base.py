@@ -16,14 +16,29 @@ from ..schema import StoreSchema
 
 class Backend(ABC):
     name: str
+    default_chunk_rows: int | None = None
+    """Rows per chunk when the store names none; None: a whole block."""
 
     def __init__(
-        self, url: str, schema: StoreSchema, block_size: int, storage_options: dict | None = None
+        self,
+        url: str,
+        schema: StoreSchema,
+        block_size: int,
+        storage_options: dict | None = None,
+        compression: str = "none",
+        chunk_rows: int | None = None,
     ):
         self.url = url
         self.schema = schema
         self.block_size = block_size
         self.storage_options = storage_options or {}
+        self.compression = compression
+        self.chunk_rows = min(chunk_rows or self.default_chunk_rows or block_size, block_size)
+        self._setup()
+
+    @abstractmethod
+    def _setup(self) -> None:
+        """The backend's own state (no I/O: handles open on first use)."""
 
     @abstractmethod
     def initialize(self) -> None:

@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 
 from .._files import is_remote, local_path
-from ..schema import StoreSchema
 from ._base import Backend
 
 _MAX_OPEN = 64
@@ -24,24 +23,14 @@ _MAX_OPEN = 64
 
 class HDF5Backend(Backend):
     name = "hdf5"
+    default_chunk_rows = 1
 
-    def __init__(
-        self,
-        url: str,
-        schema: StoreSchema,
-        block_size: int,
-        storage_options: dict | None = None,
-        compression: str = "none",
-        chunk_rows: int | None = None,
-    ):
-        if is_remote(url):
+    def _setup(self) -> None:
+        if is_remote(self.url):
             raise ValueError(
-                f"HDF5 stores must be local paths, got {url!r}; use a .zarr store for URLs"
+                f"HDF5 stores must be local paths, got {self.url!r}; use a .zarr store for URLs"
             )
-        super().__init__(url, schema, block_size, storage_options)
-        self.root = os.path.abspath(local_path(url))
-        self.compression = compression
-        self.chunk_rows = min(chunk_rows or 1, block_size)
+        self.root = os.path.abspath(local_path(self.url))
         self._open: OrderedDict[str, h5py.File] = OrderedDict()
 
     def _block_path(self, segment: str, block: int) -> str:

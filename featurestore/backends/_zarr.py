@@ -19,7 +19,6 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
-from ..schema import StoreSchema
 from ._base import Backend
 
 CAPACITY_BLOCKS = 2**24
@@ -28,18 +27,7 @@ CAPACITY_BLOCKS = 2**24
 class ZarrBackend(Backend):
     name = "zarr"
 
-    def __init__(
-        self,
-        url: str,
-        schema: StoreSchema,
-        block_size: int,
-        storage_options: dict | None = None,
-        compression: str = "none",
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(url, schema, block_size, storage_options)
-        self.compression = compression
-        self.chunk_rows = min(chunk_rows or block_size, block_size)
+    def _setup(self) -> None:
         self._store: Store | None = None
         self._arrays: dict[tuple[str, str, str], zarr.Array] = {}  # (segment, stream, mode)
 
