@@ -23,6 +23,10 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ warnings drown the progress output
 
 
+#: Where `asl-serve`'s defaults (127.0.0.1:8000) put the web page.
+PAGE_URL = "http://127.0.0.1:8000/"
+
+
 def step(title: str) -> None:
     print(f"\n==> {title}", flush=True)
 
@@ -108,7 +112,14 @@ def query_server(store: Path, checkpoint: Path, clip: Path, video_id: str) -> di
                 timeout=300,
             )
         upload.raise_for_status()
-        return {"by_id": by_id.json(), "upload": upload.json(), "url": base}
+        page = httpx.get(f"{base}/", timeout=30)  # the web page that the summary points to
+        page.raise_for_status()
+        return {
+            "by_id": by_id.json(),
+            "upload": upload.json(),
+            "url": base,
+            "page": "text/html" in page.headers.get("content-type", ""),
+        }
     finally:
         proc.terminate()
         try:
@@ -245,10 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"time        {time.time() - t0:.0f} s")
     print(f"next        source {BIN}/activate")
     print("            featurestore info " + str(store))
-    print(
-        f"            asl-serve --store {store} --checkpoint {best}   # then open http://127.0.0.1:8000/docs"
-    )
     print("            see README.md 'Real use on WLASL' for Gemma 3 on a GPU")
+    print(f"web page    {BIN}/asl-serve --store {store} --checkpoint {best}")
+    print(
+        f"            then open {PAGE_URL} in a browser: try a sign from the webcam, live "
+        "recognition, browse the store and the model (API docs at /docs)"
+    )
     return {
         "store": str(store),
         "checkpoint": str(best),
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         "report": report,
         "served": served,
         "test_row": row if served else None,
+        "page_url": PAGE_URL,
     }
 
 

@@ -53,6 +53,7 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     by_id = result["served"]["by_id"]["predictions"][0]
     assert by_id["video_id"] == result["test_row"]["video_id"]
     assert by_id["top_k"][0]["gloss"] in glosses
+    assert result["served"]["page"] and result["page_url"] == "http://127.0.0.1:8000/"
     upload = result["served"]["upload"]["predictions"][0]
     assert upload["top_k"][0]["gloss"] in glosses
     assert abs(sum(p["prob"] for p in upload["top_k"]) - 1.0) < 1e-3  # top-3 of 3 classes
