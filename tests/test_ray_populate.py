@@ -18,6 +18,7 @@ from s3_server import shared_s3_server  # noqa: E402
 from featurestore import open_store  # noqa: E402
 from featurestore.extract import (  # noqa: E402
     Entry,
+    RaySchedulingError,
     populate,
     populate_with_ray,
     read_manifest,
@@ -148,4 +149,36 @@ def test_killed_worker_without_retries_loses_nothing_after_a_resume(
     again = populate_with_ray(url, clips, storage_options=opts, **RAY)
     assert again.done == len(good & set(summary.lost)) and not again.lost
     assert again.skipped == len(good) - again.done
+    assert_same_store(local_store, url, opts)
+
+
+@pytest.mark.timeout(400)
+def test_a_replacement_worker_ray_cannot_place_stops_the_run(ray_local, s3, clips, local_store):
+    """A worker dies and another job takes its CPU, so its replacement can never be placed:
+    the run stops after the timeout naming the worker's resources, what was committed stays,
+    and a rerun with the CPU free again finishes the store."""
+    url, opts = s3_url(s3), s3.storage_options
+    hogs = []
+
+    def hook(result) -> None:
+        if not hogs and result.done:
+            ray.kill(ray.get_actor(result.worker))
+            hogs.append(ray.util.placement_group([{"CPU": 1}]))  # another job takes its CPU
+            ray.get(hogs[0].ready(), timeout=120)
+
+    # 2 x 0.75 CPU workers on 2 CPUs; after the kill the hog leaves 0.25 CPU: tasks still run
+    tight = dict(num_workers=2, cpus_per_worker=0.75, cpus_per_task=0.25, progress=False)
+    expected = r"did not schedule an encoder worker in 10 s: it needs \{CPU: 0.75, GPU: 0\}"
+    try:
+        with pytest.raises(RaySchedulingError, match=expected):
+            populate_with_ray(url, clips, storage_options=opts, shard_size=1, on_shard=hook,
+                              schedule_timeout_s=10, **tight)  # fmt: skip
+    finally:
+        for hog in hogs:
+            ray.util.remove_placement_group(hog)
+    store = open_store(url, storage_options=opts)
+    assert store.verify() == [] and 1 <= len(store.ids()) < 6  # committed videos stay
+
+    again = populate_with_ray(url, clips, storage_options=opts, **RAY)
+    assert again.skipped == len(store.ids()) and again.done == 6 - again.skipped
     assert_same_store(local_store, url, opts)

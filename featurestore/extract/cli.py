@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .defaults import DEFAULT_ENCODER, POOLINGS
+from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
 
 __all__ = ["add_subcommands"]
 
@@ -86,7 +87,7 @@ def _populate(args) -> int:
             summary = populate(
                 args.store,
                 entries,
-                device=args.device,
+                device=args.device or "cpu",
                 workers=args.workers,
                 commit_every=args.commit_every,
                 **common,
@@ -110,7 +111,8 @@ def _populate_ray(args, entries, common):
         num_workers=args.num_workers,
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_task=args.cpus_per_task,
-        device="cuda" if args.gpus_per_worker else args.device,
+        schedule_timeout_s=args.schedule_timeout,
+        device=args.device,  # None: cuda when the workers have GPUs
         shard_size=args.commit_every,
         **common,
     )
@@ -162,7 +164,9 @@ def add_subcommands(sub) -> None:
         "--revision", help="model revision (branch, tag or commit) for a Hugging Face id"
     )
     p.add_argument("--num-frames", "--num_frames", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--device", help="cpu, cuda, cuda:1, mps (default cpu; with --ray, cuda on GPU workers)"
+    )
     p.add_argument(
         "--batch-size", "--batch_size", type=int, default=64, help="frames per encoder forward"
     )
@@ -198,10 +202,24 @@ def add_subcommands(sub) -> None:
         help="run on Ray: a cluster address (auto, ray://host:10001) or, bare, a local Ray",
     )
     ray.add_argument(
-        "--num-workers", type=int, help="encoder actors (default: one per GPU, else 2)"
+        "--num-workers",
+        type=int,
+        help="encoder actors (default: one per GPU in the cluster, else one per 4 CPUs)",
     )
-    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per encoder actor")
+    ray.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per encoder actor (default: 1 when the cluster has GPUs, else 0)",
+    )
     ray.add_argument(
         "--cpus-per-task", type=float, default=1, help="CPUs per decode+landmarks task"
+    )
+    ray.add_argument(
+        "--schedule-timeout",
+        type=float,
+        default=DEFAULT_SCHEDULE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="stop when Ray leaves a worker or the decode tasks unscheduled this long "
+        f"(default {DEFAULT_SCHEDULE_TIMEOUT_S:g}); committed videos stay, a rerun resumes",
     )
     p.set_defaults(func=_populate)

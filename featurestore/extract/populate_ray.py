@@ -12,6 +12,12 @@ id, as local populate does. The commit log is the store's index, so once every s
 returned the driver has nothing left to write; it re-reads the index to check that every
 video it was told about is visible.
 
+Before any actor starts, ``ray_plan.plan_ray`` sizes the run from the cluster's nodes so
+that the actors' CPU claims always leave room for decode tasks (Ray never preempts an
+actor), and refuses hand-given numbers that cannot run. Whatever Ray has not scheduled
+within ``schedule_timeout_s`` (an actor, a replacement actor, decode tasks) ends the run
+with ``RaySchedulingError``, naming what it waits for; committed shards stay committed.
+
 Ray actors rather than Ray Data: frames stay numpy objects in the object store instead of
 going through Arrow tensor columns, each writer's segment is explicit, and a shard lost
 with its worker is retried with the committed ids skipped.
@@ -25,30 +31,34 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import count, zip_longest
 from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayError, WorkerCrashedError
+from ray.exceptions import RayActorError, RayError, RayTaskError, WorkerCrashedError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from . import stages
 from .decode import Clip
 from .holistic import LandmarkExtractor
 from .plan import PopulateOptions, plan
+from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S, RayPlan, plan_ray
 from .stages import Job
 from .summary import PopulateSummary
 
 if TYPE_CHECKING:
     from .manifest import ManifestEntry
 
-__all__ = ["RayPopulateSummary", "ShardResult", "populate_with_ray"]
+__all__ = ["RayPopulateSummary", "RaySchedulingError", "ShardResult", "populate_with_ray"]
 
 log = logging.getLogger(__name__)
 _AWS_ENV = (
@@ -75,6 +85,12 @@ class RayPopulateSummary:
     """Actors replaced after they died; their uncommitted shards went to the new ones."""
     lost: dict[str, str] = field(default_factory=dict)
     """video id -> why it was not committed (its worker died too often); a rerun does it."""
+    plan: RayPlan | None = None
+    """The resources asked for (printed at start)."""
+    worker_nodes: dict[str, str] = field(default_factory=dict)
+    """Ray actor name -> id of the node it ran on."""
+    task_nodes: dict[str, int] = field(default_factory=dict)
+    """Node id -> decode tasks that ran there."""
 
     def __getattr__(self, name: str):
         if name == "run":  # not set yet (unpickling): no recursion
@@ -83,10 +99,18 @@ class RayPopulateSummary:
 
     def to_json(self) -> dict:
         cluster = dict(workers=self.workers, worker_restarts=self.worker_restarts)
-        return {**self.run.to_json(), **cluster, "lost": len(self.lost), "lost_videos": self.lost}
+        nodes = {"workers": self.worker_nodes, "tasks": self.task_nodes}
+        plan = self.plan.to_json() if self.plan else None
+        lost = {"lost": len(self.lost), "lost_videos": self.lost}
+        return {**self.run.to_json(), **cluster, **lost, "plan": plan, "nodes": nodes}
 
     def format(self) -> str:
-        lines = [self.run.format(), f"  ray: {self.workers} encoder workers"]
+        on = len(set(self.worker_nodes.values()))
+        lines = [
+            self.run.format(),
+            f"  ray: {self.workers} encoder worker(s) on {on} node(s), "
+            f"decode tasks on {len(self.task_nodes)} node(s)",
+        ]
         if self.worker_restarts:
             lines.append(f"  ray: {self.worker_restarts} workers died and were replaced")
         if self.lost:
@@ -107,6 +131,10 @@ class ShardResult:
     """The store segment that worker owns (no other writer touches it)."""
     ids: list[str]
     """Videos committed."""
+    node: str
+    """Id of the node the worker runs on."""
+    task_nodes: dict[str, int]
+    """Node id -> decode tasks of this shard that ran there."""
     done: int
     skipped: int
     failed: dict[str, str]
@@ -123,6 +151,12 @@ class _Decoded:
     mask: np.ndarray | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    node: str = ""
+    """Id of the node the task ran on."""
+
+
+class RaySchedulingError(TimeoutError):
+    """Ray did not schedule a worker or decode task in time; the message names the resource."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +167,7 @@ _holistic: dict[bool, LandmarkExtractor] = {}  # per worker process: Holistic lo
 
 def _decode_task(entry: ManifestEntry, num_frames: int, landmarks: bool, face: bool) -> _Decoded:
     """Decode one clip and run Holistic on it; errors come back as values, never raised."""
-    out = _Decoded()
+    out = _Decoded(node=ray.get_runtime_context().get_node_id())
     start = time.perf_counter()
     clip, out.error = stages.decode(entry, num_frames)
     out.seconds["decode"] = time.perf_counter() - start
@@ -160,14 +194,24 @@ class _EncoderWriter:
     """Encodes the frames of a shard's videos in batches and commits the shard as one block."""
 
     def __init__(self, name: str, store_url: str, storage_options: dict | None, extractor: dict):
-        from .clip import ClipExtractor
-
         self.name = name
         self.url, self.storage_options = store_url, storage_options
-        self.extractor = ClipExtractor(**extractor)
+        self._extractor_args, self._extractor = extractor, None
         self._store = None
         self._writer = None
         self._frames = 0
+
+    def node(self) -> str:
+        """Answers as soon as Ray has placed the actor (the encoder loads on first use)."""
+        return ray.get_runtime_context().get_node_id()
+
+    @property
+    def extractor(self):
+        from .clip import ClipExtractor
+
+        if self._extractor is None:
+            self._extractor = ClipExtractor(**self._extractor_args)
+        return self._extractor
 
     def schema(self, labels: dict[int, str]):
         return self.extractor.schema(labels)
@@ -199,7 +243,7 @@ class _EncoderWriter:
             keep = [i for i, e in enumerate(entries) if e.video_id not in committed]
             summary.skipped = len(entries) - len(keep)
             entries, refs = [entries[i] for i in keep], [refs[i] for i in keep]
-        self._frames = 0
+        self._frames, self._task_nodes = 0, {}
         jobs = self._encoded(entries, refs, summary.stage_seconds)
         with tqdm(disable=True) as bar:
             stages.write(jobs, writer, summary, bar, self.extractor.streams)
@@ -209,6 +253,8 @@ class _EncoderWriter:
             self.name,
             writer.segment,
             [e.video_id for e in entries if e.video_id not in summary.failed],
+            self.node(),
+            self._task_nodes,
             summary.done,
             summary.skipped,
             summary.failed,
@@ -229,6 +275,8 @@ class _EncoderWriter:
                 decoded = _Decoded(error=f"worker: {entry.path}: {type(exc).__name__}: {exc}")
             for stage, s in decoded.seconds.items():
                 seconds[stage] = seconds.get(stage, 0.0) + s
+            if decoded.node:
+                self._task_nodes[decoded.node] = self._task_nodes.get(decoded.node, 0) + 1
             job.error, job.landmarks, job.mask = decoded.error, decoded.landmarks, decoded.mask
             if decoded.clip is not None:
                 job.source = stages.decoded_info(entry, decoded.clip)
@@ -287,18 +335,23 @@ def _connect(address: str | None, ray_init: dict | None) -> bool:
 
 
 class _Pool:
-    """Encoder actors; dead ones are replaced with fresh ones (fresh segments)."""
+    """Encoder actors; dead ones are replaced with fresh ones (fresh segments). Each new
+    actor is pending until it answers ``node()``, which Ray runs once it has placed it."""
 
     def __init__(self, size: int, make: Callable[[str], object]):
         self.run_id = uuid.uuid4().hex[:8]
         self._make, self._count = make, 0
+        self.pending: dict = {}  # ObjectRef of node() -> (actor name, time asked)
+        self.nodes: dict[str, str] = {}  # actor name -> node id
         self.actors = [self._new() for _ in range(size)]
         self.restarts = 0
 
     def _new(self):
         name = f"featurestore-writer-{self.run_id}-{self._count}"
         self._count += 1
-        return self._make(name)
+        actor = self._make(name)
+        self.pending[actor.node.remote()] = (name, time.monotonic())
+        return actor
 
     def replace(self, dead) -> object:
         self.restarts += 1
@@ -306,9 +359,71 @@ class _Pool:
         self.actors[self.actors.index(dead)] = fresh
         return fresh
 
+    def poll(self, timeout: float = 0) -> float:
+        """Note the actors placed since; returns how long the oldest unplaced one waited."""
+        if self.pending:
+            placed, _ = ray.wait(list(self.pending), num_returns=len(self.pending),
+                                 timeout=timeout, fetch_local=True)  # fmt: skip
+            for ref in placed:
+                name, _ = self.pending.pop(ref)
+                try:
+                    self.nodes[name] = ray.get(ref)
+                except RayActorError:
+                    pass  # died at once: its shards say so and replace it
+        now = time.monotonic()
+        return max((now - since for _, since in self.pending.values()), default=0.0)
+
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
+
+
+class _Watch:
+    """Stops the run when Ray leaves work unscheduled for ``plan.schedule_timeout_s``: an
+    actor (first or replacement) not placed, or decode tasks none of which finished."""
+
+    def __init__(self, plan: RayPlan, pool: _Pool):
+        self.plan, self.pool = plan, pool
+        self.timeout = plan.schedule_timeout_s
+        self.tasks: set = set()  # decode task refs not known to have finished
+        self.moved = time.monotonic()
+
+    @property
+    def poll_s(self) -> float:
+        return min(5.0, max(0.2, self.timeout / 10))
+
+    def workers_placed(self) -> None:
+        """Wait up to the timeout for every actor to be placed; raise if one is not."""
+        if self.pool.poll(timeout=self.timeout) > 0:
+            raise self._worker_error()
+
+    def check(self) -> None:
+        """Raise if an actor or the decode tasks have waited longer than the timeout."""
+        if self.pool.poll() > self.timeout:
+            raise self._worker_error()
+        if self.tasks:
+            finished, _ = ray.wait(list(self.tasks), num_returns=len(self.tasks), timeout=0,
+                                   fetch_local=False)  # fmt: skip
+            if finished:
+                self.tasks.difference_update(finished)
+                self.moved = time.monotonic()
+        if self.tasks and time.monotonic() - self.moved > self.timeout:
+            raise RaySchedulingError(
+                f"Ray ran none of {len(self.tasks)} waiting decode tasks in {self.timeout:g} s: "
+                f"each needs {{CPU: {self.plan.cpus_per_task:g}}} free on one node; free CPUs "
+                "(another job?), lower --cpus-per-task, or raise --schedule-timeout"
+            )
+
+    def cancel(self) -> None:
+        for ref in self.tasks:
+            ray.cancel(ref)
+
+    def _worker_error(self) -> RaySchedulingError:
+        return RaySchedulingError(
+            f"Ray did not schedule an encoder worker in {self.timeout:g} s: it needs "
+            f"{{{self.plan.worker_resources()}}} free on one node; free them (another job?), "
+            "lower --num-workers / --gpus-per-worker, or raise --schedule-timeout"
+        )
 
 
 def populate_with_ray(
@@ -317,9 +432,10 @@ def populate_with_ray(
     *,
     address: str | None = None,
     num_workers: int | None = None,
-    gpus_per_worker: float = 0,
-    cpus_per_worker: float = 1,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
     cpus_per_task: float = 1,
+    schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S,
     encoder: str | None = "tiny-random",
     num_frames: int = 16,
     device: str | None = None,
@@ -341,37 +457,48 @@ def populate_with_ray(
 ) -> RayPopulateSummary:
     """``populate`` on a Ray cluster: the same store contents, many machines.
 
-    ``address``: a Ray cluster (``auto``, ``ray://host:10001``); None starts a local Ray
-    unless one is running. ``num_workers`` encoder actors (default: one per GPU in the
-    cluster when ``gpus_per_worker`` > 0, else 2) with ``gpus_per_worker`` GPUs
-    each (device ``cuda`` when > 0); decoding and landmarks run as tasks of
-    ``cpus_per_task`` CPUs. Video paths must be readable on every node. ``shard_size``
-    (default: the store's block size) videos are committed together; at most two shards
-    per worker are in flight, which bounds memory. A shard whose worker died is retried
-    ``max_retries`` times on a fresh worker; after that its videos are reported as lost
-    and a rerun finishes them. ``on_shard`` is called after every committed shard.
+    ``address``: a Ray cluster (``auto``, ``127.0.0.1:6379``, ``ray://host:10001``); None
+    starts a local Ray unless one is running. ``num_workers`` encoder actors with
+    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each, decoding and landmarks as
+    tasks of ``cpus_per_task`` CPUs: None sizes them from the cluster (``ray_plan.plan_ray``:
+    one actor per GPU, device ``cuda``, when there are GPUs) and a plan that cannot run
+    raises RayPlanError before any work. Work Ray leaves unscheduled for
+    ``schedule_timeout_s`` raises RaySchedulingError (committed shards stay; rerun).
+    Video paths must be readable on every node. ``shard_size`` (default: the store's block
+    size) videos are committed together; at most two shards per worker are in flight, which
+    bounds memory. A shard whose worker died is retried ``max_retries`` times on a fresh
+    worker; after that its videos are reported as lost and a rerun finishes them.
+    ``on_shard`` is called after every committed shard.
     """
     started = time.perf_counter()
-    device = device or ("cuda" if gpus_per_worker > 0 else "cpu")
-    options = PopulateOptions.pick(locals())
-    extractor = options.extractor_args()
     shutdown = _connect(address, ray_init)
-    actor_cls = ray.remote(_EncoderWriter)
-    env = _aws_env()
-
-    def make(name: str):
-        resources = dict(
-            name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
-        )
-        if env:
-            resources["runtime_env"] = {"env_vars": env}
-        return actor_cls.options(**resources).remote(name, store_url, storage_options, extractor)
-
     summary = RayPopulateSummary(PopulateSummary())
-    pool = None
+    pool = watch = None
     try:
-        summary.workers = num_workers or _default_workers(gpus_per_worker)
-        pool = _Pool(summary.workers, make)
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        summary.plan = resources = plan_ray(
+            [n["Resources"] for n in nodes],
+            num_workers=num_workers,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            cpus_per_task=cpus_per_task,
+            schedule_timeout_s=schedule_timeout_s,
+        )
+        if progress:
+            print(resources.format(), file=sys.stderr)
+        log.info("%s", resources.format())
+        options = PopulateOptions.pick(locals(), device=device or resources.device)
+        make = _actor_maker(
+            resources,
+            _worker_nodes(nodes, resources),
+            store_url,
+            storage_options,
+            options.extractor_args(),
+        )
+        summary.workers = resources.workers
+        pool = _Pool(resources.workers, make)
+        watch = _Watch(resources, pool)
+        watch.workers_placed()
         planned = plan(store_url, entries, options, partial(_schema, pool), summary.run)
         store, todo = planned.store, planned.todo
         if summary.failed:
@@ -382,49 +509,83 @@ def populate_with_ray(
         shards = deque(
             _Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))
         )
-        task = ray.remote(_decode_task).options(num_cpus=cpus_per_task, max_retries=3)
+        task = ray.remote(_decode_task).options(num_cpus=resources.cpus_per_task, max_retries=3)
         summary.run.startup_s = time.perf_counter() - started  # workers up, store checked
         with tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1) as bar:
-            _run(shards, pool, task, (num_frames, landmarks, face), overwrite, max_retries,
-                 summary, bar, on_shard)  # fmt: skip
+            _run(shards, pool, watch, task, (num_frames, landmarks, face), overwrite,
+                 max_retries, summary, bar, on_shard)  # fmt: skip
         _check_visible(store, summary, todo)
     except KeyboardInterrupt:
         summary.run.interrupted = True  # committed shards stay; a rerun does the rest
     finally:
+        if watch is not None:
+            watch.cancel()  # a run stopped early leaves no decode tasks behind
         if pool is not None:
+            pool.poll()  # note where replacement actors ran
             pool.close()
             summary.worker_restarts = pool.restarts
+            summary.worker_nodes = pool.nodes
         if shutdown:
             ray.shutdown()
     summary.run.elapsed_s = time.perf_counter() - started
     return summary
 
 
+def _worker_nodes(nodes: list[dict], resources: RayPlan) -> list[str]:
+    """Node ids to place encoder actors on in turn: every node's GPU shares (one slot per
+    node without GPUs), interleaved, so actors spread over the nodes instead of piling up
+    on one (Ray's SPREAD does not spread actors that claim no CPU)."""
+    slots = []
+    for n in nodes:
+        res = n["Resources"]
+        if resources.gpus_per_worker > 0:
+            share = int(res.get("GPU", 0) / resources.gpus_per_worker + 1e-9)
+        else:
+            share = int(res.get("CPU", 0) >= resources.cpus_per_worker)
+        slots.append([n["NodeID"]] * share)
+    return [node for turn in zip_longest(*slots) for node in turn if node]
+
+
+def _actor_maker(resources: RayPlan, targets: list[str], store_url, storage_options,
+                 extractor) -> Callable:  # fmt: skip
+    """Encoder actors as the plan sizes them, placed on ``targets`` in turn, with the driver's
+    AWS variables. The first ones are pinned to their node (Ray's soft affinity sometimes
+    puts them all on the driver's node); replacements only prefer it, as it may be gone."""
+    actor_cls = ray.remote(_EncoderWriter)
+    options = dict(
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_restarts=0
+    )
+    if env := _aws_env():
+        options["runtime_env"] = {"env_vars": env}
+    turn = count()
+
+    def make(name: str):
+        i = next(turn)
+        where = NodeAffinitySchedulingStrategy(targets[i % len(targets)], soft=i >= len(targets))
+        return actor_cls.options(name=name, scheduling_strategy=where, **options).remote(
+            name, store_url, storage_options, extractor
+        )
+
+    return make
+
+
 def _schema(pool: _Pool, labels: dict[int, str]):
     """The run's schema, from the workers: they built the encoder, the driver never loads it."""
     try:
+        fingerprints = ray.get([a.fingerprint.remote() for a in pool.actors])  # load in parallel
         schema = ray.get(pool.actors[0].schema.remote(labels))
+    except RayTaskError as exc:  # the encoder failed to load: its own error, not Ray's wrapper
+        raise exc.cause if isinstance(exc.cause, Exception) else exc from None
     except RayActorError as exc:
         raise RuntimeError(f"the encoder workers could not start: {exc}") from exc
-    for fp in ray.get([a.fingerprint.remote() for a in pool.actors[1:]]):
+    for fp in fingerprints:
         if fp != schema.encoder:
             raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
     return schema
 
 
-def _default_workers(gpus_per_worker: float) -> int:
-    """One encoder actor per GPU of the cluster (per ``gpus_per_worker``); 2 on CPUs."""
-    if gpus_per_worker <= 0:
-        return 2
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus < gpus_per_worker:
-        raise RuntimeError(
-            f"the Ray cluster has {gpus:g} GPUs; a worker asks for {gpus_per_worker:g}"
-        )
-    return int(gpus // gpus_per_worker)
-
-
-def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar, on_shard):
+def _run(shards, pool, watch, task, prepare_args, overwrite, max_retries, summary, bar,
+         on_shard):  # fmt: skip
     """Keep two shards queued on every actor; merge results; re-queue the shards of the dead."""
     inflight: dict = {}  # ObjectRef -> (shard, actor)
     waiting = {a: 0 for a in pool.actors}
@@ -432,6 +593,7 @@ def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar,
     def submit(actor, shard: _Shard) -> None:
         if not shard.refs:
             shard.refs = [task.remote(e, *prepare_args) for e in shard.entries]
+            watch.tasks.update(shard.refs)
         ref = actor.write_shard.remote(
             shard.index, shard.entries, shard.refs, overwrite, shard.attempts > 0
         )
@@ -443,9 +605,14 @@ def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar,
             while waiting.get(actor, 0) < 2 and shards:
                 submit(actor, shards.popleft())
 
+    watch.moved = time.monotonic()  # loading the encoder is not waiting on Ray
     fill()
     while inflight:
-        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=watch.poll_s)
+        if not ready:
+            watch.check()
+            continue
+        [ref] = ready
         shard, actor = inflight.pop(ref)
         if actor in waiting:
             waiting[actor] -= 1
@@ -454,6 +621,7 @@ def _run(shards, pool, task, prepare_args, overwrite, max_retries, summary, bar,
         except RayActorError as exc:
             _requeue(shard, actor, exc, pool, waiting, shards, max_retries, summary, bar)
         else:
+            watch.moved = time.monotonic()
             _merge(summary, result)
             bar.update(result.done + result.skipped + len(result.failed))
             if on_shard is not None:
@@ -482,6 +650,8 @@ def _merge(summary: RayPopulateSummary, result: ShardResult) -> None:
     run.skipped += result.skipped
     run.failed.update(result.failed)
     run.frames_encoded += result.frames_encoded
+    for node, n in result.task_nodes.items():
+        summary.task_nodes[node] = summary.task_nodes.get(node, 0) + n
     for stage, s in result.stage_seconds.items():
         run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + s
 
