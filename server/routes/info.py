@@ -44,6 +44,8 @@ def info(state: ServingState = Depends(get_state)) -> dict:
             "max_predict_ids": s.max_predict_ids,
             "max_upload_bytes": s.max_upload_bytes,
             "max_clip_seconds": s.max_clip_seconds,
+            "max_streams": s.max_streams,
+            "stream_every": s.stream_every,
             "upload": state.uploads.status,
             "cache": {
                 "max_bytes": state.cache.max_bytes,
