@@ -140,7 +140,7 @@ def site(tmp_path_factory):
         log.close()
 
 
-def new_browser(site, name: str):
+def new_browser(site, name: str, camera: bool = True):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
@@ -148,10 +148,12 @@ def new_browser(site, name: str):
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", "--window-size=1280,1000",
         f"--user-data-dir={site['root'] / ('profile-' + name)}",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={site['camera']}",
     ):  # fmt: skip
         options.add_argument(flag)
+    if camera:
+        options.add_argument("--use-fake-ui-for-media-stream")
+        options.add_argument("--use-fake-device-for-media-stream")
+        options.add_argument(f"--use-file-for-fake-video-capture={site['camera']}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(options=options, service=service)
@@ -340,3 +342,23 @@ def test_the_page_raised_no_javascript_errors(browser):
         if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
     ]
     assert errors == []
+
+
+def test_no_camera_and_an_undecodable_file_get_clear_messages(site):
+    driver = new_browser(site, "no-camera", camera=False)
+    try:
+        driver.get(site["base"] + "/")
+        driver.find_element(By.ID, "api-key").send_keys(KEY)
+        driver.find_element(By.ID, "key-form").submit()
+        message = driver.find_element(By.ID, "try-message")
+        driver.find_element(By.ID, "record").click()
+        until(driver, lambda d: "camera" in message.text.lower(), 30)
+        assert any(w in message.text for w in ("No camera", "denied", "cannot start")), message.text
+        bad = site["root"] / "notes.mp4"
+        bad.write_text("this is not a video")
+        driver.find_element(By.ID, "file").send_keys(str(bad))
+        until(driver, lambda d: "Cannot decode" in message.text, 60)
+        assert "not a decodable video" in message.text
+        shot(driver, site, "undecodable")
+    finally:
+        driver.quit()
