@@ -36,7 +36,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import count, zip_longest
 from typing import TYPE_CHECKING
@@ -484,10 +484,12 @@ def populate_with_ray(
             cpus_per_task=cpus_per_task,
             schedule_timeout_s=schedule_timeout_s,
         )
+        if device:
+            summary.plan = resources = replace(resources, device=device)
         if progress:
             print(resources.format(), file=sys.stderr)
         log.info("%s", resources.format())
-        options = PopulateOptions.pick(locals(), device=device or resources.device)
+        options = PopulateOptions.pick(locals(), device=resources.device)
         make = _actor_maker(
             resources,
             _worker_nodes(nodes, resources),

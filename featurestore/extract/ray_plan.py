@@ -43,10 +43,8 @@ class RayPlan:
     tasks_at_once: int
     """Decode tasks that fit in the CPUs the actors leave free."""
     schedule_timeout_s: float
-
-    @property
-    def device(self) -> str:
-        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+    device: str = "cpu"
+    """What the workers encode on: cuda when they have GPUs, unless given."""
 
     def worker_resources(self) -> str:
         return f"CPU: {self.cpus_per_worker:g}, GPU: {self.gpus_per_worker:g}"
@@ -111,6 +109,7 @@ def plan_ray(
         cpus_per_task=float(cpus_per_task),
         tasks_at_once=int(free / cpus_per_task + _EPS),
         schedule_timeout_s=float(schedule_timeout_s),
+        device="cuda" if gpw > 0 else "cpu",
     )
 
 
