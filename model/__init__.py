@@ -3,10 +3,21 @@
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from model.config import FUSION_TYPES, MODALITIES, ModelConfig
 from model.hybrid import HybridASLModel, count_parameters, parameter_breakdown
+from model.inputs import (
+    GEMMA_STREAM,
+    INPUT_STREAMS,
+    LANDMARK_MASK_STREAM,
+    LANDMARKS_STREAM,
+    model_inputs,
+)
 from model.landmarks import landmark_features, signer_features
 
 __all__ = [
     "FUSION_TYPES",
+    "GEMMA_STREAM",
+    "INPUT_STREAMS",
+    "LANDMARKS_STREAM",
+    "LANDMARK_MASK_STREAM",
     "MODALITIES",
     "Checkpoint",
     "CheckpointError",
@@ -15,6 +26,7 @@ __all__ = [
     "count_parameters",
     "landmark_features",
     "load_checkpoint",
+    "model_inputs",
     "parameter_breakdown",
     "save_checkpoint",
     "signer_features",

@@ -3,12 +3,15 @@ over time, fused, classified."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from model.config import ModelConfig
 from model.encoders import LandmarkEncoder, SignerEncoder, VisualProjection, safe_pad
 from model.fusion import FUSIONS, SingleStream
+from model.inputs import model_inputs
 
 COMPONENTS = ("visual_projection", "landmark_encoder", "fusion", "classifier")
 
@@ -74,6 +77,11 @@ class HybridASLModel(nn.Module):
             pad = safe_pad(frame_pad | ~landmark_mask.any(dim=-1))
             landmark = self.landmark_encoder(landmarks, landmark_mask, pad)
         return self.classifier(self.fusion(visual, landmark))
+
+    def forward_batch(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits for a batch keyed by stream name, as the loader and the store give it
+        (extra keys such as "label" are ignored); see `model.inputs.model_inputs`."""
+        return self(**model_inputs(batch))
 
     def set_feature_statistics(self, mean, std) -> None:
         """Standardise frozen-encoder features with these per-dimension statistics (each

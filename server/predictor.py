@@ -98,9 +98,7 @@ class Predictor:
         if "gemma" in inputs:
             inputs["gemma"] = inputs["gemma"].float()  # stored as float16
         with torch.inference_mode():
-            logits = self.model(
-                inputs.get("gemma"), inputs.get("landmarks"), inputs.get("landmark_mask")
-            )
+            logits = self.model.forward_batch(inputs)
         return logits.float().softmax(dim=-1).cpu()
 
     def rank(self, probs: torch.Tensor, top_k: int) -> list[Ranked]:

@@ -6,12 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+import featurestore
 from model import (
+    GEMMA_STREAM,
+    INPUT_STREAMS,
+    LANDMARK_MASK_STREAM,
+    LANDMARKS_STREAM,
     CheckpointError,
     HybridASLModel,
     ModelConfig,
     landmark_features,
     load_checkpoint,
+    model_inputs,
     parameter_breakdown,
     save_checkpoint,
 )
@@ -49,6 +55,37 @@ def test_forward_shapes_every_fusion_and_modality(fusion, modalities):
     logits.sum().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads), "every parameter takes part in the forward pass"
+
+
+def test_the_model_reads_the_streams_the_store_writes():
+    """model/ repeats the stream names (it imports torch only); they must stay the store's."""
+    ours = (GEMMA_STREAM, LANDMARKS_STREAM, LANDMARK_MASK_STREAM)
+    store = (featurestore.GEMMA_STREAM, featurestore.LANDMARKS_STREAM)
+    assert ours == INPUT_STREAMS == (*store, featurestore.LANDMARK_MASK_STREAM)
+
+
+@pytest.mark.parametrize("modalities", ["both", "landmarks", "visual"])
+def test_forward_batch_maps_stream_names_to_the_inputs(modalities):
+    m = HybridASLModel(small_config(modalities=modalities)).eval()
+    gemma, lm, mask = inputs()
+    batch = {
+        GEMMA_STREAM: gemma,
+        LANDMARKS_STREAM: lm,
+        LANDMARK_MASK_STREAM: mask,
+        "label": torch.zeros(3, dtype=torch.int64),
+    }
+    if modalities == "landmarks":
+        del batch[GEMMA_STREAM]
+    if modalities == "visual":
+        del batch[LANDMARKS_STREAM], batch[LANDMARK_MASK_STREAM]
+    with torch.no_grad():
+        expected = m(batch.get("gemma"), batch.get("landmarks"), batch.get("landmark_mask"))
+        assert torch.equal(m.forward_batch(batch), expected)
+        assert torch.equal(m(**model_inputs(batch)), expected)
+    swapped = {**batch, LANDMARK_MASK_STREAM: ~mask}
+    if modalities != "visual":
+        with torch.no_grad():
+            assert not torch.equal(m.forward_batch(swapped), expected), "the mask is read"
 
 
 def test_ablations_do_not_build_the_other_branch():

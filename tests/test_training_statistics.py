@@ -9,8 +9,7 @@ from test_training_fixtures import make_store
 
 from featurestore import FeatureStore, open_store
 from model import load_checkpoint
-from training import TrainConfig, train
-from training.data import DataError
+from training import DataError, TrainConfig, train
 from training.statistics import feature_statistics
 
 

@@ -1,9 +1,10 @@
 """Training against the feature store: streaming loader, training loop, evaluation."""
 
 from training.augment import AugmentConfig, Augmenter
-from training.data import DataError
+from training.config import TrainConfig
 from training.loader import StoreLoader
-from training.trainer import TrainConfig, Trainer, train
+from training.store_checks import DataError
+from training.trainer import Trainer, train
 
 __all__ = [
     "AugmentConfig",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
+
 #: MediaPipe pose landmarks that swap under a left-right mirror (nose and mouth centre stay).
 POSE_MIRROR_PAIRS = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [
     (i, i + 1) for i in range(11, 33, 2)
@@ -96,12 +98,12 @@ class Augmenter:
         time_index = self._time_index(len(rows), t, rng)
         for name in arrays:
             arrays[name] = arrays[name][rows[:, None], time_index]
-        if "landmarks" in arrays and "landmark_mask" in arrays:
-            arrays["landmarks"], arrays["landmark_mask"] = self._landmarks(
-                arrays["landmarks"], arrays["landmark_mask"], rng
+        if LANDMARKS_STREAM in arrays and LANDMARK_MASK_STREAM in arrays:
+            arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM] = self._landmarks(
+                arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM], rng
             )
-        if "gemma" in arrays:
-            arrays["gemma"] = self._gemma(arrays["gemma"], rng)
+        if GEMMA_STREAM in arrays:
+            arrays[GEMMA_STREAM] = self._gemma(arrays[GEMMA_STREAM], rng)
         return arrays
 
     def _time_index(self, n: int, t: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,8 +8,9 @@ import sys
 
 from featurestore import StoreError
 from model import CheckpointError
-from training.data import DataError
-from training.trainer import TrainConfig, train
+from training.config import TrainConfig
+from training.store_checks import DataError
+from training.trainer import train
 
 USER_ERRORS = (DataError, StoreError, CheckpointError, FileNotFoundError, PermissionError)
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from featurestore import SchemaMismatchError, open_store
 from model import CheckpointError, load_checkpoint
-from training.data import DataError, split_labels
 from training.loader import StoreLoader
 from training.metrics import Tally
 from training.plots import plot_confusion
-from training.trainer import pick_device, to_device
+from training.steps import pick_device, to_device
+from training.store_checks import DataError, split_labels
 
 
 def _check_labels(ckpt, store, split: str) -> set[int]:
@@ -81,7 +81,7 @@ def evaluate_checkpoint(
             if not keep.any():
                 continue
             b = to_device({k: v[keep] for k, v in batch.items() if k != "ids"}, device, streams)
-            logits = model(b.get("gemma"), b.get("landmarks"), b.get("landmark_mask")).float()
+            logits = model.forward_batch(b).float()
             tally.update(logits, b["label"], F.cross_entropy(logits, b["label"], reduction="sum"))
     summary = tally.summary(ckpt.labels)
     report = {

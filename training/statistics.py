@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data import DataError
+from featurestore import GEMMA_STREAM
 from training.plan import rng_for
+from training.store_checks import DataError
 
 SAMPLE_ROWS = 2048
 """Rows read at most: plenty for a per-dimension mean and std."""
 
 
 def feature_statistics(
-    store, split: str, stream: str = "gemma", max_rows: int = SAMPLE_ROWS, seed: int = 0
+    store, split: str, stream: str = GEMMA_STREAM, max_rows: int = SAMPLE_ROWS, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (each (D,), float32) of `stream` over frames of the split's rows.
 

@@ -1,17 +1,15 @@
 """The training loop, plain and top to bottom: open the store, build the model from it,
 stream batches, step, validate, checkpoint, stop early. Runs the same in one process or
 under torchrun (DDP); in DDP every rank takes the same number of steps, and a rank whose
-rows ran out steps with a zero-weight batch so the gradients stay exact."""
+rows ran out steps with a zero-weight batch so the gradients stay exact. The step's pieces
+live in training/steps.py, the run's settings in training/config.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +26,7 @@ from model import (
     save_checkpoint,
 )
 from training.augment import AugmentConfig, Augmenter
-from training.data import DataError, check_splits, check_streams, model_config_for, stream_specs
+from training.config import TrainConfig
 from training.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -40,108 +38,25 @@ from training.loader import StoreLoader
 from training.metrics import Tally, append_jsonl, read_jsonl
 from training.plots import plot_history
 from training.statistics import feature_statistics
+from training.steps import (
+    dummy_batch,
+    evaluate,
+    forward,
+    leave_cores_for_workers,
+    pick_device,
+    to_device,
+    warmup_cosine,
+)
+from training.store_checks import (
+    DataError,
+    check_splits,
+    check_streams,
+    checkpoint_stream_specs,
+    model_config_for,
+)
 
 PLOT_EVERY_S = 60.0
 """Curves are redrawn at most this often during a run (drawing costs ~0.5 s), and at its end."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything `asl-train` accepts; stored in checkpoints as `train_args`."""
-
-    store: str
-    train_split: str = "train"
-    val_split: str | None = "val"
-    epochs: int = 50
-    batch_size: int = 32
-    """Global batch size: each of N DDP ranks takes batch_size / N rows per step."""
-    lr: float = 3e-3
-    """Peak learning rate (after warm-up, then cosine decay): learns a small set in the
-    default epochs and was as good as 1e-3 on real signs (benchmarks/real_signs.py)."""
-    weight_decay: float = 0.01
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    patience: int = 10
-    """Stop after this many epochs without a better val top-1 (0: never)."""
-    hidden_dim: int = 256
-    fusion_type: str = "concat"
-    modalities: str = "both"
-    dropout: float = 0.3
-    gemma_dim: int | None = None
-    device: str | None = None
-    out: str = "runs/asl"
-    resume: str | None = None
-    seed: int = 0
-    workers: int = 2
-    window_rows: int = 512
-    """Rows shuffled together (the seeded shuffle buffer); also the unit of reads."""
-    augment: bool = True
-    amp: bool = True
-    max_steps: int | None = None
-    """Stop (saving last.pt) after this many optimizer steps in total; resume continues."""
-    save_every: int = 0
-    """Also save last.pt every N steps within an epoch (0: only at epoch ends)."""
-    progress: bool = True
-    mp_context: str = "forkserver"
-    storage_options: dict | None = None
-
-
-def pick_device(name: str | None) -> str:
-    if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise DataError("--device cuda asked for, but CUDA is not available")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise DataError("--device mps asked for, but MPS is not available")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def leave_cores_for_workers(workers: int) -> None:
-    """On a CPU, torch's intra-op threads spin against loader workers on the same cores:
-    on 2 cores with 2 workers training ran 4x slower (80 instead of 350 samples/s). The
-    model gets the cores the workers leave, at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    want = max(1, (cores or 1) - workers)
-    if workers and torch.get_num_threads() > want:
-        torch.set_num_threads(want)
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at total_steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(warmup_steps, 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def to_device(batch: dict, device: str, streams: list[str]) -> dict:
-    out = {s: batch[s].to(device, non_blocking=True) for s in streams}
-    out["label"] = batch["label"].to(device, non_blocking=True)
-    return out
-
-
-def forward(model, batch: dict) -> torch.Tensor:
-    return model(batch.get("gemma"), batch.get("landmarks"), batch.get("landmark_mask"))
-
-
-def dummy_batch(store, streams: list[str]) -> dict:
-    """One all-zero row: what a rank with no rows left feeds DDP (with weight 0)."""
-    batch = {
-        s: torch.zeros(
-            (1, *store.schema.streams[s].shape), dtype=getattr(torch, store.schema.streams[s].dtype)
-        )
-        for s in streams
-    }
-    batch["label"] = torch.zeros(1, dtype=torch.int64)
-    batch["ids"] = []
-    return batch
 
 
 class Trainer:
@@ -337,7 +252,7 @@ class Trainer:
             encoder=self.store.schema.encoder,
             landmark_layout=self.store.schema.landmark_layout or None,
             num_frames=self.store.schema.num_frames,
-            streams=stream_specs(self.store, self.streams),
+            streams=checkpoint_stream_specs(self.store, self.streams),
             train_args=_jsonable(dataclasses.asdict(self.cfg)),
             metrics=metrics,
             state=self._state() if with_state else None,
@@ -544,23 +459,6 @@ class Trainer:
         except ImportError:
             return None
         return SummaryWriter(str(self.out / "tensorboard"))
-
-
-@torch.no_grad()
-def evaluate(
-    model, loader: StoreLoader, streams, device: str, num_classes: int, amp_dtype=None
-) -> Tally:
-    """One pass over a loader in eval mode; the tally is this rank's share."""
-    was_training = model.training
-    model.eval()
-    tally = Tally(num_classes)
-    for batch in loader:
-        b = to_device(batch, device, streams)
-        with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = forward(model, b).float()
-        tally.update(logits, b["label"], F.cross_entropy(logits, b["label"], reduction="sum"))
-    model.train(was_training)
-    return tally
 
 
 def _jsonable(d: dict) -> dict:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
 from model import ModelConfig
 
-VISUAL_STREAMS = ("gemma",)
-LANDMARK_STREAMS = ("landmarks", "landmark_mask")
+VISUAL_STREAMS = (GEMMA_STREAM,)
+LANDMARK_STREAMS = (LANDMARKS_STREAM, LANDMARK_MASK_STREAM)
 
 
 class DataError(ValueError):
@@ -26,7 +27,9 @@ def model_streams(modalities: str) -> list[str]:
     return streams
 
 
-def stream_specs(store, streams: list[str]) -> dict[str, dict]:
+def checkpoint_stream_specs(store, streams: list[str]) -> dict[str, dict]:
+    """The stored shape and dtype of each stream the model reads, as a checkpoint keeps
+    them (so a server can refuse a store they do not fit)."""
     return {s: store.schema.streams[s].to_json() for s in streams}
 
 
@@ -37,7 +40,9 @@ def check_streams(store, modalities: str) -> list[str]:
     if missing:
         have = sorted(store.schema.streams)
         hint = (
-            " (try --modalities landmarks)" if "gemma" in missing else " (try --modalities visual)"
+            " (try --modalities landmarks)"
+            if GEMMA_STREAM in missing
+            else " (try --modalities visual)"
         )
         raise DataError(
             f"store {store.url} has no stream {missing} needed for --modalities {modalities}; it has {have}{hint}"
@@ -118,13 +123,14 @@ def check_splits(store, train_split: str, val_split: str | None) -> SplitReport:
 def model_config_for(store, modalities: str, gemma_dim: int | None = None, **kwargs) -> ModelConfig:
     """A ModelConfig sized by the store: classes from its label map, T, the encoder's
     feature width (a `gemma_dim` override must agree with the stored features)."""
-    stored_dim = store.schema.streams["gemma"].shape[-1] if "gemma" in store.schema.streams else 0
+    streams = store.schema.streams
+    stored_dim = streams[GEMMA_STREAM].shape[-1] if GEMMA_STREAM in streams else 0
     if gemma_dim is not None and modalities != "landmarks" and gemma_dim != stored_dim:
         raise DataError(
             f"--gemma-dim {gemma_dim} does not match the store's gemma features ({stored_dim}-d)"
         )
     return ModelConfig.from_layout(
-        store.schema.landmark_layout if "landmarks" in store.schema.streams else None,
+        store.schema.landmark_layout if LANDMARKS_STREAM in streams else None,
         num_classes=max(store.labels) + 1,
         gemma_dim=stored_dim if modalities != "landmarks" else 0,
         num_frames=store.schema.num_frames,
