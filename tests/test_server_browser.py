@@ -286,11 +286,12 @@ def test_the_store_browser_lists_the_videos_and_opens_one(browser, site):
     )
     assert browser.find_element(By.ID, "browse-page").text == f"1-{shown} of {site['videos']}"
     shot(browser, site, "browse")
+    first = rows[0].get_attribute("data-video-id")
     if site["videos"] > shown:
         browser.find_element(By.ID, "browse-next").click()
         page2 = f"{shown + 1}-{site['videos']} of {site['videos']}"
         until(browser, lambda d: d.find_element(By.ID, "browse-page").text == page2, 30)
-    target = "webcam" if site["real"] else rows[0].get_attribute("data-video-id")
+    target = "webcam" if site["real"] else first
     browser.find_element(By.ID, "browse-q").send_keys(target)  # search, then open it
     until(browser, lambda d: d.find_element(By.ID, "browse-page").text == "1-1 of 1", 30)
     browser.find_element(By.CSS_SELECTOR, f'#browse-rows tr[data-video-id="{target}"]').click()
