@@ -278,3 +278,22 @@ def test_the_model_report_beside_the_checkpoint(env):
     )
     body = client.get("/v1/model/report", headers=h).json()
     assert body["confusion"] == [[1, 1], [0, 0]] and body["top1"] == 0.5
+
+
+def test_a_server_without_a_key_needs_none_and_no_encoder_closes_1011(env):
+    root = env["root"]
+    store, ckpt = str(root / "store.zarr"), str(root / "model.pt")
+    open_app = create_app(Settings(store=store, checkpoint=ckpt))
+    with TestClient(open_app) as client:
+        assert wait_for_uploads(open_app) == "ready"
+        assert client.get("/v1/info").status_code == 200
+        with client.websocket_connect("/v1/stream?every=1") as ws:
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_bytes(jpeg(0))
+            assert predictions(ws, 1)[0]["frame"] == 1
+    no_encoder = create_app(Settings(store=store, checkpoint=ckpt, upload_enabled=False))
+    with TestClient(no_encoder) as client, client.websocket_connect("/v1/stream") as ws:
+        assert "not available: disabled" in ws.receive_json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1011
