@@ -67,7 +67,7 @@ def forward(model, batch: dict) -> torch.Tensor:
 
 def dummy_batch(store, streams: list[str]) -> dict:
     """One all-zero row: what a rank with no rows left feeds DDP (with weight 0)."""
-    batch = {
+    batch: dict = {
         s: torch.zeros(
             (1, *store.schema.streams[s].shape), dtype=getattr(torch, store.schema.streams[s].dtype)
         )

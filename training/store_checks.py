@@ -19,7 +19,7 @@ class DataError(ValueError):
 
 def model_streams(modalities: str) -> list[str]:
     """Store streams a model with these modalities reads."""
-    streams = []
+    streams: list[str] = []
     if modalities in ("both", "visual"):
         streams += VISUAL_STREAMS
     if modalities in ("both", "landmarks"):
