@@ -226,6 +226,17 @@ def test_checkpoint_of_another_encoder_is_refused(store_url, tmp_path, capsys):
     assert "incompatible" in err
 
 
+def test_non_finite_loss_stops_the_run_naming_the_videos(store_url, tmp_path, monkeypatch):
+    import training.trainer
+
+    def nan_logits(model, batch):
+        return torch.full((batch["label"].shape[0], 10), float("nan"), requires_grad=True)
+
+    monkeypatch.setattr(training.trainer, "forward", nan_logits)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0 \(videos \['"):
+        run(store_url, tmp_path / "nan", epochs=1)
+
+
 def test_resume_from_missing_corrupt_or_stateless_checkpoint(store_url, tmp_path, capsys):
     base = ["--store", store_url, "--out", str(tmp_path / "o"), "--workers", "0", "--no-progress"]
     err = cli_error([*base, "--resume", str(tmp_path / "missing.pt")], capsys=capsys)

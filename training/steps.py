@@ -53,9 +53,10 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
 
 
 def to_device(batch: dict, device: str, streams: list[str]) -> dict:
-    """The batch's streams and labels on `device` (the video ids stay behind)."""
+    """The batch's streams and labels on `device`; the video ids come along for messages."""
     out = {s: batch[s].to(device, non_blocking=True) for s in streams}
     out["label"] = batch["label"].to(device, non_blocking=True)
+    out["ids"] = list(batch.get("ids", []))
     return out
 
 
