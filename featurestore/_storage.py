@@ -107,6 +107,25 @@ class Storage:
                 ) from e
         return out
 
+    def read_video(self, e: IndexEntry, streams: list[str]) -> dict[str, np.ndarray]:
+        """One video's rows: each row's bytes alone where its commit record has checksums."""
+        what = f"video {e.video_id!r}"
+        if not e.crc32c or any(s not in e.crc32c for s in streams):
+            rows = self.read(e.segment, e.block, e.offset, e.offset + 1, streams, what)
+            return {s: a[0] for s, a in rows.items()}
+        out = {}
+        for stream in streams:
+            try:
+                out[stream] = self.backend.read_row(
+                    e.segment, e.block, e.offset, stream, e.crc32c[stream]
+                )
+            except Exception as exc:
+                raise CorruptDataError(
+                    f"{what}, field {stream!r}: cannot read stored data in segment {e.segment} "
+                    f"block {e.block} ({type(exc).__name__}: {exc})"
+                ) from exc
+        return out
+
     def read_block(self, block: Block, streams: list[str]) -> dict[str, np.ndarray]:
         """All rows of a block, in ``block.offsets`` order, with one contiguous read per stream."""
         lo, hi = min(block.offsets), max(block.offsets) + 1

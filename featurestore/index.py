@@ -31,6 +31,8 @@ class IndexEntry:
     split: str
     source: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     order: tuple = ((0, "", 0),)
+    crc32c: dict[str, int] | None = field(default=None, compare=False, hash=False)
+    """CRC32C of the row's bytes per stream (None in stores written before they were kept)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Index:
                     split=str(v.get("split", "")),
                     source=v.get("source") or {},
                     order=order,
+                    crc32c=v.get("crc32c"),
                 )
             for f in rec.get("failures", []):
                 index.failures[f["video_id"]] = f["reason"]

@@ -194,15 +194,7 @@ class FeatureStore:
 
     def get(self, video_id: str, streams: Iterable[str] | None = None) -> Video:
         e = self.entry(video_id)
-        rows = self._storage.read(
-            e.segment,
-            e.block,
-            e.offset,
-            e.offset + 1,
-            self._streams(streams),
-            f"video {video_id!r}",
-        )
-        arrays = {s: a[0] for s, a in rows.items()}
+        arrays = self._storage.read_video(e, self._streams(streams))
         return Video(e.video_id, e.label, e.gloss, e.split, e.source, arrays)
 
     def blocks(self, split: str | None = None) -> list[Block]:

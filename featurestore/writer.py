@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._storage import Storage
+from .backends._chunks import crc32c
 from .errors import InvalidVideoError
 from .index import commit_key, encode_record
 from .schema import StreamSpec, validate_video_id
@@ -55,13 +56,20 @@ def validate_arrays(
                 )
             with np.errstate(over="ignore"):
                 arr = arr.astype(want)
-        if want.kind == "f" and not np.isfinite(arr).all():
+        if want.kind == "f" and not _all_finite(arr):
             raise InvalidVideoError(
                 f"video {video_id!r}: field {name!r} has non-finite values (NaN/inf"
                 + (", or too large for float16)" if want == np.float16 else ")")
             )
         out[name] = np.ascontiguousarray(arr)
     return out
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """np.isfinite(arr).all(), 8x faster for float16 (exponent bits all ones = NaN/inf)."""
+    if arr.dtype == np.float16:
+        return not np.any(np.bitwise_and(arr.view(np.uint16), 0x7C00) == 0x7C00)
+    return bool(np.isfinite(arr).all())
 
 
 class Writer:
@@ -147,7 +155,10 @@ class Writer:
                 for name in self.storage.schema.streams
             }
             self.storage.backend.write_block(self.segment, self._block, stacked)
-            videos = [dict(meta, offset=i) for i, (_, meta) in enumerate(items)]
+            videos = [  # per-row checksums let a single get read and check one row alone
+                dict(meta, offset=i, crc32c={s: crc32c(a[i]) for s, a in stacked.items()})
+                for i, (_, meta) in enumerate(items)
+            ]
         record = encode_record(self.segment, self._block, time.time_ns(), videos, self._failures)
         self.storage.files.write(commit_key(self.segment, self._block), record)
         self.storage.forget_index()

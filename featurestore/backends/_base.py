@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..schema import StoreSchema
+from ._chunks import crc32c as _crc32c
 
 
 class Backend(ABC):
@@ -55,6 +56,19 @@ class Backend(ABC):
     @abstractmethod
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
         """Rows [start, stop) of a block for one stream, as one contiguous read."""
+
+    def read_row(
+        self, segment: str, block: int, offset: int, stream: str, crc32c: int
+    ) -> np.ndarray:
+        """One row, checked against the CRC32C of its bytes that its commit record holds.
+
+        Backends that can read a row's bytes alone override this; here it is the row read
+        the usual way (checked by the backend's own chunk checksum) and compared too.
+        """
+        row = np.ascontiguousarray(self.read_rows(segment, block, offset, offset + 1, stream)[0])
+        if _crc32c(row) != crc32c:
+            raise ValueError(f"row {offset}: CRC32C differs from its commit record")
+        return row
 
     def read_streams(
         self, segment: str, block: int, start: int, stop: int, streams: list[str]

@@ -6,11 +6,16 @@ video-per-chunk sharded layout streaming 5-10x slower (per-chunk codec overhead)
 small gain on single-video reads from local disk. ``chunk_rows`` < block size gives that
 sharded layout (one shard per block) for stores read mostly one video at a time from
 object storage. Chunks carry a CRC32C so corruption is caught on read.
+
+On a local disk the default layout (uncompressed, one chunk per block) is read and written
+as plain files (``_chunks``): no event loop on the path, and ``read_row`` fetches one row's
+bytes alone, checked by the CRC32C its commit record holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import numpy as np
 import zarr
@@ -20,6 +25,7 @@ from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
 from ._base import Backend
+from ._chunks import ChunkFiles
 
 CAPACITY_BLOCKS = 2**24
 
@@ -30,6 +36,12 @@ class ZarrBackend(Backend):
     def _setup(self) -> None:
         self._store: Store | None = None
         self._arrays: dict[tuple[str, str, str], zarr.Array] = {}  # (segment, stream, mode)
+        self._files: dict[tuple[str, str], ChunkFiles | None] = {}  # (segment, stream)
+        self._plain = (
+            not is_remote(self.url)
+            and self.compression == "none"
+            and self.chunk_rows == self.block_size
+        )
 
     @property
     def store(self) -> Store:
@@ -65,6 +77,18 @@ class ZarrBackend(Backend):
                 overwrite=True,
             )
             self._arrays[(segment, name, "r+")] = arr
+            self._files.pop((segment, name), None)
+
+    def _chunk_files(self, segment: str, stream: str) -> ChunkFiles | None:
+        """Plain-file access to a local array with one uncompressed chunk per block, else None."""
+        if not self._plain:
+            return None
+        key = (segment, stream)
+        if key not in self._files:
+            path = os.path.join(os.path.abspath(local_path(self.url)), "segments", *key)
+            files = ChunkFiles.open(path)
+            self._files[key] = files if files and files.rows == self.block_size else None
+        return self._files[key]
 
     def _array(self, segment: str, stream: str, mode: str = "r") -> zarr.Array:
         key = (segment, stream, mode)
@@ -79,16 +103,38 @@ class ZarrBackend(Backend):
     def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         start = block * self.block_size
         for name, data in arrays.items():
-            self._array(segment, name, "r+")[start : start + len(data)] = data
+            files = self._chunk_files(segment, name)
+            if files is not None:
+                files.write_chunk(block, data)
+            else:
+                self._array(segment, name, "r+")[start : start + len(data)] = data
 
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
+        files = self._chunk_files(segment, stream)
+        if files is not None:
+            try:
+                rows = files.read_chunk(block)[start:stop]
+            except FileNotFoundError:
+                pass  # Zarr skips writing a chunk that is all fill value: let it fill in
+            else:  # a few rows must not keep the whole block's buffer alive
+                return rows if stop - start == self.block_size else rows.copy()
         base = block * self.block_size
         return np.asarray(self._array(segment, stream)[base + start : base + stop])
+
+    def read_row(
+        self, segment: str, block: int, offset: int, stream: str, crc32c: int
+    ) -> np.ndarray:
+        files = self._chunk_files(segment, stream)
+        if files is None:
+            return super().read_row(segment, block, offset, stream, crc32c)
+        return files.read_row(block, offset, crc32c)
 
     def read_streams(
         self, segment: str, block: int, start: int, stop: int, streams: list[str]
     ) -> dict[str, np.ndarray]:
         """All streams' reads in flight at once on zarr's event loop (saves a round trip each)."""
+        if all(self._chunk_files(segment, s) is not None for s in streams):
+            return super().read_streams(segment, block, start, stop, streams)
         base = block * self.block_size
         arrays = [self._array(segment, s)._async_array for s in streams]
 
@@ -102,8 +148,11 @@ class ZarrBackend(Backend):
     def delete_segment(self, segment: str) -> None:
         for key in [k for k in self._arrays if k[0] == segment]:
             del self._arrays[key]
+        for key in [k for k in self._files if k[0] == segment]:
+            del self._files[key]
         sync(self.store.delete_dir(f"segments/{segment}"))
 
     def close(self) -> None:
         self._arrays.clear()
+        self._files.clear()
         self._store = None

@@ -1,0 +1,130 @@
+"""Plain file I/O on the chunks of an uncompressed, unsharded Zarr v3 array on a local disk.
+
+Such a chunk file is the chunk's rows in C order, little-endian, followed by the CRC32C of
+those bytes (codecs ``bytes`` + ``crc32c``). Reading and writing it directly skips Zarr's
+event loop, thread pool and codec copies (most of a block read's time, see
+benchmarks/store_io.py), and a row sits at a known offset, so one row can be read alone.
+The files stay exactly what Zarr writes, so any Zarr reader still opens the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import google_crc32c
+import numpy as np
+
+_CODECS = (  # one-byte types have no endianness to name
+    [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+    [{"name": "bytes"}, {"name": "crc32c"}],
+)
+
+
+def crc32c(data: np.ndarray) -> int:
+    """CRC32C of an array's bytes in C order (google-crc32c's C code, as Zarr's codec uses)."""
+    return google_crc32c.value(np.ascontiguousarray(data))
+
+
+class ChunkFiles:
+    """Chunk files of one array, or ``None`` from ``open`` if its layout is not the plain one."""
+
+    def __init__(self, path: str, rows: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path = path
+        self.rows = rows
+        self.shape = shape
+        self.dtype = dtype
+        self.row_nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self._suffix = "/0" * len(shape)
+
+    @classmethod
+    def open(cls, path: str) -> ChunkFiles | None:
+        try:
+            with open(os.path.join(path, "zarr.json"), "rb") as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        shape = meta.get("shape", [])
+        chunks = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
+        dtype = meta.get("data_type")
+        plain = (
+            meta.get("codecs") in _CODECS
+            and meta.get("chunk_key_encoding")
+            == {"name": "default", "configuration": {"separator": "/"}}
+            and not meta.get("storage_transformers")
+            and meta.get("fill_value") in (0, False)
+            and isinstance(dtype, str)
+            and len(chunks) == len(shape) >= 1
+            and list(chunks[1:]) == list(shape[1:])
+        )
+        if not plain:
+            return None
+        try:
+            np_dtype = np.dtype(dtype).newbyteorder("<")
+        except TypeError:
+            return None
+        return cls(path, int(chunks[0]), tuple(shape[1:]), np_dtype)
+
+    def chunk_path(self, chunk: int) -> str:
+        return f"{self.path}/c/{chunk}{self._suffix}"
+
+    def read_chunk(self, chunk: int) -> np.ndarray:
+        """All rows of a chunk, CRC32C checked; FileNotFoundError if Zarr never wrote it."""
+        size = self.rows * self.row_nbytes
+        buf = np.empty(size + 4, np.uint8)
+        with open(self.chunk_path(chunk), "rb", buffering=0) as f:
+            got = f.readinto(buf)
+            if got != size + 4 or f.read(1):
+                raise ValueError(f"chunk {chunk} has {got} bytes or more, expected {size + 4}")
+        stored = int(buf[size:].view("<u4")[0])
+        if crc32c(buf[:size]) != stored:
+            raise ValueError(f"chunk {chunk}: stored and computed CRC32C do not match")
+        return buf[:size].view(self.dtype).reshape(self.rows, *self.shape)
+
+    def read_row(self, chunk: int, row: int, expected_crc32c: int) -> np.ndarray:
+        """One row by a byte-range read, checked against the CRC32C its commit record holds."""
+        buf = np.empty(self.row_nbytes, np.uint8)
+        fd = os.open(self.chunk_path(chunk), os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [buf], row * self.row_nbytes)
+        finally:
+            os.close(fd)
+        if got != self.row_nbytes:
+            raise ValueError(f"row {row} of chunk {chunk} is cut short ({got} bytes)")
+        if crc32c(buf) != expected_crc32c:
+            raise ValueError(f"row {row} of chunk {chunk}: CRC32C differs from its commit record")
+        return buf.view(self.dtype).reshape(self.shape)
+
+    def write_chunk(self, chunk: int, data: np.ndarray) -> None:
+        """Rows 0..n-1 of a chunk (the rest fill with zeros), written whole then renamed in."""
+        if len(data) < self.rows:
+            full = np.zeros((self.rows, *self.shape), self.dtype)
+            full[: len(data)] = data
+            data = full
+        data = np.ascontiguousarray(data, self.dtype)
+        tail = np.array([crc32c(data)], "<u4")
+        path = self.chunk_path(chunk)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, [memoryview(data).cast("B"), memoryview(tail).cast("B")])
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]

@@ -1,0 +1,107 @@
+"""Local Zarr stores read and written as plain chunk files stay Zarr, and every row is checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from featurestore import CorruptDataError, create_store, open_store
+from tests.helpers import random_video, small_schema
+
+
+def _write(url: str, rng, n: int = 6, block_size: int = 4, **kw) -> dict:
+    videos = {f"v{i}": random_video(rng) for i in range(n)}
+    store = create_store(url, small_schema(), block_size=block_size, **kw)
+    with store.writer() as w:
+        for vid, arrays in videos.items():
+            w.put(vid, arrays, label=0)
+    return videos
+
+
+def test_plain_zarr_reads_what_the_store_wrote(tmp_path, rng):
+    url = str(tmp_path / "s.zarr")
+    videos = _write(url, rng)  # one full block and a partial one
+    store = open_store(url)
+    for vid, arrays in videos.items():
+        e = store.entry(vid)
+        for stream, want in arrays.items():
+            arr = zarr.open_array(f"{url}/segments/{e.segment}/{stream}", mode="r")
+            np.testing.assert_array_equal(arr[e.block * 4 + e.offset], want)
+    e = store.entry("v5")  # the rest of a partial block is the fill value, as Zarr writes it
+    arr = zarr.open_array(f"{url}/segments/{e.segment}/gemma", mode="r")
+    assert not arr[e.block * 4 + 2 : e.block * 4 + 4].any()
+
+
+def test_store_reads_what_plain_zarr_wrote(tmp_path, rng):
+    """A store whose chunks Zarr itself wrote (and may have skipped when all fill) reads back."""
+    url = str(tmp_path / "s.zarr")
+    videos = _write(url, rng, n=4)
+    store = open_store(url, "r+")
+    e = store.entry("v0")
+    mask = zarr.open_array(f"{url}/segments/{e.segment}/landmark_mask", mode="r+")
+    mask[0:4] = False  # an all-fill chunk: Zarr deletes its file
+    gemma = zarr.open_array(f"{url}/segments/{e.segment}/gemma", mode="r+")
+    gemma[1] = videos["v0"]["gemma"]
+    store = open_store(url)
+    np.testing.assert_array_equal(store.get_many(["v0"]).arrays["landmark_mask"][0], False)
+    batch = next(store.iter_batches(batch_size=4))
+    np.testing.assert_array_equal(batch.arrays["gemma"][1], videos["v0"]["gemma"])
+
+
+def _drop_row_checksums(url: str) -> None:
+    for path in Path(url).glob("commits/*/*.json"):
+        rec = json.loads(path.read_text())
+        for v in rec["videos"]:
+            assert set(v.pop("crc32c")) == {"gemma", "landmarks", "landmark_mask"}
+        path.write_text(json.dumps(rec))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_store_without_row_checksums_reads_and_catches_corruption(tmp_path, rng, suffix):
+    url = str(tmp_path / f"s{suffix}")
+    videos = _write(url, rng)
+    _drop_row_checksums(url)
+    store = open_store(url)
+    for vid, arrays in videos.items():
+        for stream, want in arrays.items():
+            np.testing.assert_array_equal(store.get(vid).arrays[stream], want)
+    if suffix == ".zarr":
+        e = store.entry("v1")
+        chunk = Path(url) / "segments" / e.segment / "landmarks" / "c" / "0" / "0" / "0" / "0"
+        raw = bytearray(chunk.read_bytes())
+        raw[0] ^= 0xFF  # row 0 (v0) is damaged; v1's bytes are intact but share the chunk
+        chunk.write_bytes(bytes(raw))
+        with pytest.raises(CorruptDataError, match=r"video 'v1', field 'landmarks'"):
+            open_store(url).get("v1")
+
+
+def test_corrupt_row_is_named_and_the_others_read(tmp_path, rng):
+    url = str(tmp_path / "s.zarr")
+    videos = _write(url, rng)
+    store = open_store(url)
+    e = store.entry("v2")
+    chunk = Path(url) / "segments" / e.segment / "gemma" / "c" / "0" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    row = raw[: len(raw) - 4]
+    raw[2 * len(row) // 4 + 7] ^= 0x01  # one bit of row 2 (v2)
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(CorruptDataError, match=r"video 'v2', field 'gemma'"):
+        store.get("v2")
+    for vid in ("v0", "v1", "v3"):
+        np.testing.assert_array_equal(store.get(vid).arrays["gemma"], videos[vid]["gemma"])
+    with pytest.raises(CorruptDataError, match=r"field 'gemma'"):
+        list(store.iter_batches(batch_size=4))
+    assert any("'v2'" in p and "gemma" in p for p in store.verify())
+
+
+@pytest.mark.parametrize("kw", [{"compression": "zstd"}, {"chunk_rows": 1}])
+def test_other_layouts_go_through_zarr_and_still_read_one_row(tmp_path, rng, kw):
+    url = str(tmp_path / "s.zarr")
+    videos = _write(url, rng, **kw)
+    store = open_store(url)
+    for vid, arrays in videos.items():
+        np.testing.assert_array_equal(store.get(vid).arrays["gemma"], arrays["gemma"])
