@@ -74,7 +74,7 @@ class ChunkFiles:
         size = self.rows * self.row_nbytes
         buf = np.empty(size + 4, np.uint8)
         with open(self.chunk_path(chunk), "rb", buffering=0) as f:
-            got = f.readinto(buf)
+            got = f.readinto(buf.data)
             if got != size + 4 or f.read(1):
                 raise ValueError(f"chunk {chunk} has {got} bytes or more, expected {size + 4}")
         stored = int(buf[size:].view("<u4")[0])
@@ -87,7 +87,7 @@ class ChunkFiles:
         buf = np.empty(self.row_nbytes, np.uint8)
         fd = os.open(self.chunk_path(chunk), os.O_RDONLY)
         try:
-            got = os.preadv(fd, [buf], row * self.row_nbytes)
+            got = os.preadv(fd, [buf.data], row * self.row_nbytes)
         finally:
             os.close(fd)
         if got != self.row_nbytes:
@@ -110,7 +110,7 @@ class ChunkFiles:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                _write_all(fd, [memoryview(data).cast("B"), memoryview(tail).cast("B")])
+                _write_all(fd, [data.data.cast("B"), tail.data.cast("B")])
             finally:
                 os.close(fd)
             os.replace(tmp, path)

@@ -148,8 +148,8 @@ class ZarrBackend(Backend):
     def delete_segment(self, segment: str) -> None:
         for key in [k for k in self._arrays if k[0] == segment]:
             del self._arrays[key]
-        for key in [k for k in self._files if k[0] == segment]:
-            del self._files[key]
+        for file_key in [k for k in self._files if k[0] == segment]:
+            del self._files[file_key]
         sync(self.store.delete_dir(f"segments/{segment}"))
 
     def close(self) -> None:
