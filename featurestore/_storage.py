@@ -89,17 +89,29 @@ class Storage:
 
     # -- reading rows ----------------------------------------------------------------------
     def read(
-        self, segment: str, block: int, start: int, stop: int, streams: list[str], what: str
+        self,
+        segment: str,
+        block: int,
+        start: int,
+        stop: int,
+        streams: list[str],
+        what: str,
+        crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Rows [start, stop) of a block; CorruptDataError names ``what`` and the bad field."""
+        """Rows [start, stop) of a block; CorruptDataError names ``what`` and the bad field.
+
+        ``crc32c``: each row's checksum per stream from the commit records, when known.
+        """
+        backend = self.backend
         try:
-            return self.backend.read_streams(segment, block, start, stop, streams)
+            return backend.read_streams(segment, block, start, stop, streams, crc32c)
         except Exception:
             pass  # find which field is unreadable, so the error can name it
         out = {}
         for stream in streams:
             try:
-                out[stream] = self.backend.read_rows(segment, block, start, stop, stream)
+                one = backend.read_streams(segment, block, start, stop, [stream], crc32c)
+                out[stream] = one[stream]
             except Exception as e:
                 raise CorruptDataError(
                     f"{what}, field {stream!r}: cannot read stored data in segment {segment} "
@@ -132,7 +144,10 @@ class Storage:
         take = np.asarray(block.offsets) - lo
         dense = len(take) == hi - lo
         what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
-        rows = self.read(block.segment, block.block, lo, hi, streams, what)
+        crcs = None
+        if dense and block.crc32c and all(c and all(s in c for s in streams) for c in block.crc32c):
+            crcs = {s: [c[s] for c in block.crc32c] for s in streams}
+        rows = self.read(block.segment, block.block, lo, hi, streams, what, crcs)
         return {s: a if dense else a[take] for s, a in rows.items()}
 
     def read_entries(self, entries: list[IndexEntry], streams: list[str]) -> dict[str, np.ndarray]:
@@ -143,7 +158,13 @@ class Storage:
         rows: dict[str, dict[str, np.ndarray]] = {}
         for (seg, blk), es in groups.items():
             es = sorted(set(es), key=lambda e: e.offset)
-            block = Block(seg, blk, tuple(e.offset for e in es), tuple(e.video_id for e in es))
+            block = Block(
+                seg,
+                blk,
+                tuple(e.offset for e in es),
+                tuple(e.video_id for e in es),
+                tuple(e.crc32c for e in es),
+            )
             part = self.read_block(block, streams)
             for i, vid in enumerate(block.video_ids):
                 rows[vid] = {s: part[s][i] for s in streams}

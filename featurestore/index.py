@@ -43,6 +43,8 @@ class Block:
     block: int
     offsets: tuple[int, ...]
     video_ids: tuple[str, ...] = field(compare=False)
+    crc32c: tuple[dict[str, int] | None, ...] = field(default=(), compare=False, repr=False)
+    """Per row (in ``offsets`` order), its streams' CRC32C from the commit record, if kept."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -83,7 +85,13 @@ class Index:
                 if split is None or e.split == split:
                     groups.setdefault((e.segment, e.block), []).append(e)
             self._blocks[split] = [
-                Block(seg, blk, tuple(e.offset for e in es), tuple(e.video_id for e in es))
+                Block(
+                    seg,
+                    blk,
+                    tuple(e.offset for e in es),
+                    tuple(e.video_id for e in es),
+                    tuple(e.crc32c for e in es),
+                )
                 for (seg, blk), es in sorted(groups.items())
                 for es in [sorted(es, key=lambda e: e.offset)]
             ]

@@ -71,9 +71,19 @@ class Backend(ABC):
         return row
 
     def read_streams(
-        self, segment: str, block: int, start: int, stop: int, streams: list[str]
+        self,
+        segment: str,
+        block: int,
+        start: int,
+        stop: int,
+        streams: list[str],
+        crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Rows [start, stop) for several streams; backends may overlap the reads."""
+        """Rows [start, stop) for several streams; backends may overlap the reads.
+
+        ``crc32c`` (per stream, one per row, from the commit records) lets a backend check
+        rows with those instead of its own chunk checksums; a backend may ignore it.
+        """
         return {s: self.read_rows(segment, block, start, stop, s) for s in streams}
 
     @abstractmethod

@@ -130,7 +130,13 @@ class ZarrBackend(Backend):
         return files.read_row(block, offset, crc32c)
 
     def read_streams(
-        self, segment: str, block: int, start: int, stop: int, streams: list[str]
+        self,
+        segment: str,
+        block: int,
+        start: int,
+        stop: int,
+        streams: list[str],
+        crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
         """All streams' reads in flight at once on zarr's event loop (saves a round trip each)."""
         if all(self._chunk_files(segment, s) is not None for s in streams):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import zarr
@@ -105,3 +106,33 @@ def test_other_layouts_go_through_zarr_and_still_read_one_row(tmp_path, rng, kw)
     store = open_store(url)
     for vid, arrays in videos.items():
         np.testing.assert_array_equal(store.get(vid).arrays["gemma"], arrays["gemma"])
+
+
+def test_hdf5_corrupt_row_is_named_and_the_others_read(tmp_path, rng):
+    url = str(tmp_path / "s.h5")
+    videos = _write(url, rng)
+    store = open_store(url)
+    e = store.entry("v2")
+    path = Path(url) / "segments" / e.segment / f"{e.block:08d}.h5"
+    with h5py.File(path, "r") as f:
+        at = f["gemma"].id.get_chunk_info_by_coord((e.offset, 0, 0)).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[at + 11] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptDataError, match=r"video 'v2', field 'gemma'"):
+        store.get("v2")
+    for vid in ("v0", "v1", "v3"):
+        np.testing.assert_array_equal(store.get(vid).arrays["gemma"], videos[vid]["gemma"])
+    with pytest.raises(CorruptDataError, match=r"field 'gemma'"):
+        list(store.iter_batches(batch_size=4))
+    assert any("'v2'" in p and "gemma" in p for p in store.verify())
+
+
+def test_hdf5_compressed_store_reads_through_h5py(tmp_path, rng):
+    url = str(tmp_path / "s.h5")
+    videos = _write(url, rng, compression="zstd")
+    store = open_store(url)
+    for vid, arrays in videos.items():
+        np.testing.assert_array_equal(store.get(vid).arrays["landmarks"], arrays["landmarks"])
+    batch = next(store.iter_batches(batch_size=6))
+    np.testing.assert_array_equal(batch.arrays["gemma"][5], videos["v5"]["gemma"])
