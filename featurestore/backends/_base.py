@@ -70,6 +70,12 @@ class Backend(ABC):
             raise ValueError(f"row {offset}: CRC32C differs from its commit record")
         return row
 
+    def read_row_streams(
+        self, segment: str, block: int, offset: int, crc32c: dict[str, int]
+    ) -> dict[str, np.ndarray]:
+        """``read_row`` for each stream named in ``crc32c``; backends may overlap the reads."""
+        return {s: self.read_row(segment, block, offset, s, c) for s, c in crc32c.items()}
+
     def read_streams(
         self,
         segment: str,

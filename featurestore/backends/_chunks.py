@@ -45,6 +45,11 @@ class ChunkFiles:
                 meta = json.load(f)
         except (OSError, ValueError):
             return None
+        return cls.from_meta(path, meta)
+
+    @classmethod
+    def from_meta(cls, path: str, meta: dict) -> ChunkFiles | None:
+        """The layout an array's ``zarr.json`` describes, if it is the plain one."""
         shape = meta.get("shape", [])
         chunks = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
         dtype = meta.get("data_type")
@@ -69,6 +74,17 @@ class ChunkFiles:
     def chunk_path(self, chunk: int) -> str:
         return f"{self.path}/c/{chunk}{self._suffix}"
 
+    def check_row(
+        self, data: bytes | np.ndarray, row: int, chunk: int, expected: int
+    ) -> np.ndarray:
+        """A row's bytes as an array, if they are whole and match their CRC32C."""
+        buf = np.frombuffer(data, np.uint8)
+        if len(buf) != self.row_nbytes:
+            raise ValueError(f"row {row} of chunk {chunk} is cut short ({len(buf)} bytes)")
+        if crc32c(buf) != expected:
+            raise ValueError(f"row {row} of chunk {chunk}: CRC32C differs from its commit record")
+        return buf.view(self.dtype).reshape(self.shape)
+
     def read_chunk(self, chunk: int) -> np.ndarray:
         """All rows of a chunk, CRC32C checked; FileNotFoundError if Zarr never wrote it."""
         size = self.rows * self.row_nbytes
@@ -90,11 +106,7 @@ class ChunkFiles:
             got = os.preadv(fd, [buf.data], row * self.row_nbytes)
         finally:
             os.close(fd)
-        if got != self.row_nbytes:
-            raise ValueError(f"row {row} of chunk {chunk} is cut short ({got} bytes)")
-        if crc32c(buf) != expected_crc32c:
-            raise ValueError(f"row {row} of chunk {chunk}: CRC32C differs from its commit record")
-        return buf.view(self.dtype).reshape(self.shape)
+        return self.check_row(buf[:got], row, chunk, expected_crc32c)
 
     def write_chunk(self, chunk: int, data: np.ndarray) -> None:
         """Rows 0..n-1 of a chunk (the rest fill with zeros), written whole then renamed in."""

@@ -9,18 +9,21 @@ object storage. Chunks carry a CRC32C so corruption is caught on read.
 
 On a local disk the default layout (uncompressed, one chunk per block) is read and written
 as plain files (``_chunks``): no event loop on the path, and ``read_row`` fetches one row's
-bytes alone, checked by the CRC32C its commit record holds.
+bytes alone, checked by the CRC32C its commit record holds. On object storage that layout
+still lets ``read_row`` fetch one row by a byte-range request instead of the whole block.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import numpy as np
 import zarr
-from zarr.abc.store import Store
+from zarr.abc.store import RangeByteRequest, Store
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
@@ -28,6 +31,7 @@ from ._base import Backend
 from ._chunks import ChunkFiles
 
 CAPACITY_BLOCKS = 2**24
+_BYTES = default_buffer_prototype()
 
 
 class ZarrBackend(Backend):
@@ -37,11 +41,8 @@ class ZarrBackend(Backend):
         self._store: Store | None = None
         self._arrays: dict[tuple[str, str, str], zarr.Array] = {}  # (segment, stream, mode)
         self._files: dict[tuple[str, str], ChunkFiles | None] = {}  # (segment, stream)
-        self._plain = (
-            not is_remote(self.url)
-            and self.compression == "none"
-            and self.chunk_rows == self.block_size
-        )
+        self._remote = is_remote(self.url)
+        self._plain = self.compression == "none" and self.chunk_rows == self.block_size
 
     @property
     def store(self) -> Store:
@@ -85,8 +86,13 @@ class ZarrBackend(Backend):
             return None
         key = (segment, stream)
         if key not in self._files:
-            path = os.path.join(os.path.abspath(local_path(self.url)), "segments", *key)
-            files = ChunkFiles.open(path)
+            if self._remote:  # the layout only, to address rows in byte-range requests
+                raw = sync(self.store.get(f"segments/{segment}/{stream}/zarr.json", _BYTES))
+                meta = json.loads(raw.to_bytes()) if raw is not None else {}
+                files = ChunkFiles.from_meta(f"segments/{segment}/{stream}", meta)
+            else:
+                path = os.path.join(os.path.abspath(local_path(self.url)), "segments", *key)
+                files = ChunkFiles.open(path)
             self._files[key] = files if files and files.rows == self.block_size else None
         return self._files[key]
 
@@ -103,14 +109,14 @@ class ZarrBackend(Backend):
     def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         start = block * self.block_size
         for name, data in arrays.items():
-            files = self._chunk_files(segment, name)
+            files = None if self._remote else self._chunk_files(segment, name)
             if files is not None:
                 files.write_chunk(block, data)
             else:
                 self._array(segment, name, "r+")[start : start + len(data)] = data
 
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
-        files = self._chunk_files(segment, stream)
+        files = None if self._remote else self._chunk_files(segment, stream)
         if files is not None:
             try:
                 rows = files.read_chunk(block)[start:stop]
@@ -127,7 +133,34 @@ class ZarrBackend(Backend):
         files = self._chunk_files(segment, stream)
         if files is None:
             return super().read_row(segment, block, offset, stream, crc32c)
-        return files.read_row(block, offset, crc32c)
+        if not self._remote:
+            return files.read_row(block, offset, crc32c)
+        return self.read_row_streams(segment, block, offset, {stream: crc32c})[stream]
+
+    def read_row_streams(
+        self, segment: str, block: int, offset: int, crc32c: dict[str, int]
+    ) -> dict[str, np.ndarray]:
+        """On object storage, one byte-range request per stream, all in flight at once."""
+        files = {s: self._chunk_files(segment, s) for s in crc32c}
+        if not self._remote or any(f is None for f in files.values()):
+            return super().read_row_streams(segment, block, offset, crc32c)
+
+        async def fetch(f: ChunkFiles):
+            at = offset * f.row_nbytes
+            return await self.store.get(
+                f.chunk_path(block), _BYTES, RangeByteRequest(at, at + f.row_nbytes)
+            )
+
+        async def fetch_all():
+            return await asyncio.gather(*(fetch(f) for f in files.values()))
+
+        out = {}
+        for (stream, f), raw in zip(files.items(), sync(fetch_all()), strict=True):
+            if raw is None:  # Zarr skips writing a chunk that is all fill value
+                out[stream] = super().read_row(segment, block, offset, stream, crc32c[stream])
+            else:
+                out[stream] = f.check_row(bytearray(raw.to_bytes()), offset, block, crc32c[stream])
+        return out
 
     def read_streams(
         self,
@@ -139,7 +172,7 @@ class ZarrBackend(Backend):
         crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
         """All streams' reads in flight at once on zarr's event loop (saves a round trip each)."""
-        if all(self._chunk_files(segment, s) is not None for s in streams):
+        if not self._remote and all(self._chunk_files(segment, s) is not None for s in streams):
             return super().read_streams(segment, block, start, stop, streams)
         base = block * self.block_size
         arrays = [self._array(segment, s)._async_array for s in streams]
