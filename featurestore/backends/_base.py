@@ -19,6 +19,8 @@ class Backend(ABC):
     name: str
     default_chunk_rows: int | None = None
     """Rows per chunk when the store names none; None: a whole block."""
+    checks_rows: bool = False
+    """Whether block reads use each row's CRC32C (``read_streams``' ``crc32c``) when known."""
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ class _Rows:
 class HDF5Backend(Backend):
     name = "hdf5"
     default_chunk_rows = 1
+    checks_rows = True
 
     def _setup(self) -> None:
         if is_remote(self.url):
