@@ -12,4 +12,4 @@ def backend_name_for(url: str) -> str:
     return "hdf5" if url.rstrip("/").lower().endswith((".h5", ".hdf5")) else "zarr"
 
 
-BACKENDS = {"zarr": ZarrBackend, "hdf5": HDF5Backend}
+BACKENDS: dict[str, type[Backend]] = {"zarr": ZarrBackend, "hdf5": HDF5Backend}

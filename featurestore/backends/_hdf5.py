@@ -135,7 +135,7 @@ class HDF5Backend(Backend):
         out = np.empty((stop - start, *rows.shape), rows.dtype)
         flat = out.reshape(stop - start, -1).view(np.uint8)
         tail = np.empty(_FLETCHER, np.uint8)
-        views = [v for row in flat for v in (row, tail)]
+        views = [v for row in flat for v in (row.data, tail.data)]
         fd = os.open(path, os.O_RDONLY)
         try:
             got = os.preadv(fd, views, rows.first + start * rows.stride)

@@ -141,8 +141,9 @@ class ZarrBackend(Backend):
         self, segment: str, block: int, offset: int, crc32c: dict[str, int]
     ) -> dict[str, np.ndarray]:
         """On object storage, one byte-range request per stream, all in flight at once."""
-        files = {s: self._chunk_files(segment, s) for s in crc32c}
-        if not self._remote or any(f is None for f in files.values()):
+        found = {s: self._chunk_files(segment, s) for s in crc32c}
+        files = {s: f for s, f in found.items() if f is not None}
+        if not self._remote or len(files) < len(found):
             return super().read_row_streams(segment, block, offset, crc32c)
 
         async def fetch(f: ChunkFiles):
@@ -159,7 +160,9 @@ class ZarrBackend(Backend):
             if raw is None:  # Zarr skips writing a chunk that is all fill value
                 out[stream] = super().read_row(segment, block, offset, stream, crc32c[stream])
             else:
-                out[stream] = f.check_row(bytearray(raw.to_bytes()), offset, block, crc32c[stream])
+                out[stream] = f.check_row(
+                    raw.as_numpy_array().copy(), offset, block, crc32c[stream]
+                )
         return out
 
     def read_streams(
