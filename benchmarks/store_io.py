@@ -2,7 +2,8 @@
 
 Questions: write throughput, random get latency (p50/p99), streaming a whole store in
 batches of 64 (samples/s, GB/s) against the .npy folder and against a plain in-memory copy
-of the same bytes (the ceiling on this machine). Warm page cache for reads.
+of the same bytes (the ceiling on this machine). Warm page cache for reads; each write starts
+after an ``os.sync()`` so no earlier write's dirty pages throttle it.
 
     python benchmarks/store_io.py [--quick] [--json FILE]
 """
@@ -36,6 +37,7 @@ def schema():
 
 
 def write_npy(folder: str, videos: dict) -> float:
+    os.sync()  # no earlier write's dirty pages left to throttle this one
     t = time.perf_counter()
     for vid, arrays in videos.items():
         for name, arr in arrays.items():
@@ -44,6 +46,7 @@ def write_npy(folder: str, videos: dict) -> float:
 
 
 def write_store(url: str, videos: dict) -> float:
+    os.sync()
     t = time.perf_counter()
     store = create_store(url, schema())
     with store.writer() as w:
