@@ -16,6 +16,7 @@ import uuid
 import google_crc32c
 import numpy as np
 
+HAVE_PREADV = hasattr(os, "preadv") and hasattr(os, "writev")  # POSIX; elsewhere Zarr/h5py
 _CODECS = (  # one-byte types have no endianness to name
     [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
     [{"name": "bytes"}, {"name": "crc32c"}],

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._files import is_remote, local_path
 from ._base import Backend
+from ._chunks import HAVE_PREADV
 from ._chunks import crc32c as _crc32c
 
 _MAX_OPEN = 64
@@ -100,14 +101,14 @@ class HDF5Backend(Backend):
         streams: list[str],
         crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
-        if crc32c is None or self.compression != "none":
+        if crc32c is None or self.compression != "none" or not HAVE_PREADV:
             return super().read_streams(segment, block, start, stop, streams)
         return {s: self._read_checked(segment, block, start, stop, s, crc32c[s]) for s in streams}
 
     def read_row(
         self, segment: str, block: int, offset: int, stream: str, crc32c: int
     ) -> np.ndarray:
-        if self.compression != "none":
+        if self.compression != "none" or not HAVE_PREADV:
             return super().read_row(segment, block, offset, stream, crc32c)
         return self._read_checked(segment, block, offset, offset + 1, stream, [crc32c])[0]
 

@@ -28,7 +28,7 @@ from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
 from ._base import Backend
-from ._chunks import ChunkFiles
+from ._chunks import HAVE_PREADV, ChunkFiles
 
 CAPACITY_BLOCKS = 2**24
 _BYTES = default_buffer_prototype()
@@ -42,7 +42,9 @@ class ZarrBackend(Backend):
         self._arrays: dict[tuple[str, str, str], zarr.Array] = {}  # (segment, stream, mode)
         self._files: dict[tuple[str, str], ChunkFiles | None] = {}  # (segment, stream)
         self._remote = is_remote(self.url)
-        self._plain = self.compression == "none" and self.chunk_rows == self.block_size
+        self._plain = (
+            self.compression == "none" and self.chunk_rows == self.block_size and HAVE_PREADV
+        )
 
     @property
     def store(self) -> Store:

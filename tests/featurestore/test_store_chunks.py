@@ -158,3 +158,21 @@ def test_object_store_get_reads_only_the_row(rng):
         store.get("v0")
     with pytest.raises(CorruptDataError, match=r"field 'gemma'"):
         store.get_many(["v1"])  # a block read checks the whole chunk
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_without_preadv_zarr_and_h5py_read_everything(tmp_path, rng, monkeypatch, suffix):
+    """Where the OS has no preadv/writev, stores are written and read through Zarr/h5py."""
+    from featurestore.backends import _hdf5, _zarr
+
+    monkeypatch.setattr(_zarr, "HAVE_PREADV", False)
+    monkeypatch.setattr(_hdf5, "HAVE_PREADV", False)
+    url = str(tmp_path / f"s{suffix}")
+    videos = _write(url, rng)
+    store = open_store(url)
+    for vid, arrays in videos.items():
+        for stream, want in arrays.items():
+            np.testing.assert_array_equal(store.get(vid).arrays[stream], want)
+    batch = next(store.iter_batches(batch_size=6))
+    np.testing.assert_array_equal(batch.arrays["landmarks"][4], videos["v4"]["landmarks"])
+    assert store.verify() == []
