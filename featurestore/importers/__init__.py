@@ -10,7 +10,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from .core import SPLIT_BY, ImportSummary, read_signers, run_import
+from .core import SPLIT_BY, ImportSummary, read_signers, run_import, store_keeps_face
 
 __all__ = ["FORMATS", "ImportSummary", "import_dataset"]
 
@@ -62,6 +62,7 @@ def import_dataset(
     if not resolved and format != "seed-npy":
         raise ValueError("no SOURCE given")
     module = import_module(f".{FORMATS[format]}", __name__)
+    face = face or store_keeps_face(str(store), storage_options)
     plan = module.scan(resolved, face=face, **format_options)
     try:
         return run_import(

@@ -104,7 +104,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--test-signers", metavar="A,B", help="these signers' sequences make the test split"
     )
-    p.add_argument("--face", action="store_true", help="keep the face subset (as populate --face)")
+    p.add_argument(
+        "--face",
+        action="store_true",
+        help="keep the face subset (as populate --face); a store that has one keeps it",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo sequences already in the store")
     p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

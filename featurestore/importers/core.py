@@ -367,6 +367,15 @@ def _existing(store: str, storage_options: dict | None) -> FeatureStore | None:
         return None
 
 
+def store_keeps_face(store: str, storage_options: dict | None) -> bool:
+    """Whether an existing store at ``store`` keeps the face subset, so that a later import
+    into it needs no ``--face`` of its own."""
+    existing = _existing(store, storage_options)
+    return existing is not None and "face" in (existing.schema.landmark_layout or {}).get(
+        "parts", ()
+    )
+
+
 def _num_frames(plan: Plan, requested: int | None, existing: FeatureStore | None) -> int:
     """T: as asked, else the store's, else the sources' common length, else 16."""
     if requested is not None:
@@ -416,7 +425,7 @@ def _check_store(existing: FeatureStore | None, schema: StoreSchema) -> None:
         raise SchemaMismatchError(
             f"store {existing.url} has landmark layout {have.get('parts')} "
             f"{have.get('sizes')}, this import writes {schema.landmark_layout['parts']} "
-            f"{schema.landmark_layout['sizes']} (use the same --face as the store)"
+            f"{schema.landmark_layout['sizes']} (a store without a face takes no --face)"
         )
 
 

@@ -125,6 +125,13 @@ def test_1662_values_map_pose_hands_and_face(tmp_path):
     np.testing.assert_allclose(pts[54:75], v[1599:].reshape(21, 3), rtol=1e-6)
     without = open_store(tmp_path / "n.zarr")
     assert without.get(without.ids()[0]).arrays["landmarks"].shape == (3, 75, 3)
+    # a later import into the face store keeps the face without being told again
+    (tmp_path / "data" / "b" / "0").mkdir(parents=True)
+    for t in range(3):
+        np.save(tmp_path / "data" / "b" / "0" / f"{t}.npy", v)
+    import_dataset("mpdata", [tmp_path / "data"], tmp_path / "f.zarr", progress=False)
+    again = open_store(tmp_path / "f.zarr")
+    assert len(again) == 2 and again.schema.landmark_layout == landmark_layout(True)
 
 
 def test_resampled_to_t_and_short_sequences_padded(tmp_path):
