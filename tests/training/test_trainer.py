@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training_fixtures import class_video, make_store
 
 from featurestore import open_store
 from model import load_checkpoint
+from tests.training.stores import class_video, make_store
 from training import DataError, TrainConfig, train
 from training.cli import eval_main, train_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(batch_size=16, hidden_dim=32, dropout=0.1, workers=0, window_rows=40, progress=False)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_training_fixtures import LAYOUT, make_store
 
 from featurestore import open_store
+from tests.training.stores import LAYOUT, make_store
 from training.augment import AugmentConfig, Augmenter, mirror_permutations
 from training.loader import StoreLoader
 from training.plan import plan_epoch, rank_windows
@@ -230,9 +230,8 @@ def test_a_store_written_one_class_after_another_still_gives_mixed_windows(tmp_p
     """Importers write a source in order, gloss after gloss, so each block holds one
     class; a window made of whole blocks held 4 classes of 16 here, and training
     stalled. Windows of pieces from across the split hold most classes."""
-    from test_training_fixtures import class_video, schema
-
     from featurestore import create_store
+    from tests.training.stores import class_video, schema
 
     rng = np.random.default_rng(0)
     classes, per_class = 16, 32

@@ -13,7 +13,7 @@ from featurestore import import_dataset, open_store
 from model import load_checkpoint
 from training import TrainConfig, train
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "landmarks"
 ZIP, RECORDERS = SHARED / "traduttore-asl-mpdata.zip", SHARED / "traduttore-recorders.csv"
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_training_fixtures import make_store
 
 from featurestore import FeatureStore, open_store
 from model import load_checkpoint
+from tests.training.stores import make_store
 from training import DataError, TrainConfig, train
 from training.statistics import feature_statistics
 

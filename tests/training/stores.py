@@ -1,18 +1,16 @@
 """Synthetic stores for the model and training tests: features with a learnable class
-signal, written with the store's own writer. (No tests here; imported by test_model*.py
-and test_training*.py.)"""
+signal, written with the store's own writer. (No tests here; the tests in this folder
+import it.)"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from featurestore import StoreSchema, StreamSpec, create_store
+from featurestore import StoreSchema, create_store
+from tests.helpers import LAYOUT, STREAMS, small_schema
 
-LAYOUT = {
-    "parts": ["pose", "left_hand", "right_hand"],
-    "sizes": [33, 21, 21],
-    "coords": ["x", "y", "z"],
-}
+__all__ = ["LAYOUT", "class_video", "make_store", "schema"]
+
 ENCODER = {
     "model_id": "synthetic-test",
     "revision": "0",
@@ -22,22 +20,15 @@ ENCODER = {
 
 
 def schema(
-    num_frames: int = 4,
-    dim: int = 16,
-    classes: int = 10,
-    streams=("gemma", "landmarks", "landmark_mask"),
-):
-    specs = {
-        "gemma": StreamSpec((num_frames, dim), "float16"),
-        "landmarks": StreamSpec((num_frames, 75, 3), "float32"),
-        "landmark_mask": StreamSpec((num_frames, 3), "bool"),
-    }
-    return StoreSchema(
-        num_frames=num_frames,
-        streams={k: specs[k] for k in streams},
-        encoder={**ENCODER, "feature_dim": dim},
-        landmark_layout=LAYOUT,
+    num_frames: int = 4, dim: int = 16, classes: int = 10, streams: tuple[str, ...] = STREAMS
+) -> StoreSchema:
+    return small_schema(
+        num_frames,
+        dim,
         labels={c: f"sign{c}" for c in range(classes)},
+        encoder={**ENCODER, "feature_dim": dim},
+        streams=streams,
+        layout=LAYOUT,
     )
 
 
@@ -79,7 +70,7 @@ def make_store(
     dim: int = 16,
     seed: int = 0,
     block_size: int = 16,
-    streams=("gemma", "landmarks", "landmark_mask"),
+    streams: tuple[str, ...] = STREAMS,
     noise: float = 0.6,
     labelled: bool = True,
 ):

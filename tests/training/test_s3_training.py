@@ -14,14 +14,13 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-from s3_server import shared_s3_server  # noqa: E402
-from test_training_fixtures import make_store  # noqa: E402
-
+from tests.s3_server import shared_s3_server  # noqa: E402
+from tests.training.stores import make_store  # noqa: E402
 from training import TrainConfig, train  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STORE = dict(classes=4, per_class={"train": 6, "val": 3}, block_size=8)
 ARGS = dict(epochs=2, batch_size=8, lr=3e-3, hidden_dim=32, dropout=0.1, window_rows=16,
             progress=False, seed=3)  # fmt: skip
