@@ -8,6 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,13 +52,14 @@ class Checkpoint:
 
 def _unwrap(model: nn.Module) -> HybridASLModel:
     """The bare model inside DDP / torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+    inner: Any = model
+    while hasattr(inner, "module") or hasattr(inner, "_orig_mod"):
+        inner = getattr(inner, "module", None) or inner._orig_mod
+    return inner
 
 
 def save_checkpoint(
-    path,
+    path: str | os.PathLike,
     model: nn.Module,
     *,
     labels: dict[int, str],
@@ -101,7 +103,9 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
     """Rebuild the model from the file alone; a clear CheckpointError for a missing,
     corrupt or foreign file."""
     path = Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 FUSION_TYPES = ("concat", "attention", "gated")
 MODALITIES = ("both", "landmarks", "visual")
@@ -102,7 +103,7 @@ class ModelConfig:
         return cls(**{"landmark_encoder": "body", **d})  # saved before there was a choice
 
     @classmethod
-    def from_layout(cls, layout: dict | None, **kwargs) -> ModelConfig:
+    def from_layout(cls, layout: dict | None, **kwargs: Any) -> ModelConfig:
         """Build a config whose landmark geometry follows a store's landmark layout
         (`{"parts": [...], "sizes": [...]}`)."""
         if layout:

@@ -3,6 +3,7 @@ a frame sequence and a pooled vector of width hidden_dim."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -52,6 +53,9 @@ class VisualProjection(nn.Module):
     masked mean pooling.
     """
 
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     def __init__(
         self, gemma_dim: int, hidden_dim: int, num_frames: int, num_heads: int, dropout: float
     ):
@@ -98,8 +102,8 @@ class LandmarkEncoder(nn.Module):
 
     def __init__(
         self,
-        part_names,
-        part_sizes,
+        part_names: Sequence[str],
+        part_sizes: Sequence[int],
         hidden_dim: int,
         num_frames: int,
         num_heads: int,
@@ -159,8 +163,8 @@ class SignerEncoder(nn.Module):
 
     def __init__(
         self,
-        part_names,
-        part_sizes,
+        part_names: Sequence[str],
+        part_sizes: Sequence[int],
         hidden_dim: int,
         num_frames: int,
         num_layers: int,

@@ -63,7 +63,9 @@ class SingleStream(nn.Module):
         self.project = projection_block(hidden_dim, hidden_dim, dropout)
 
     def forward(self, visual: Encoded | None, landmark: Encoded | None) -> torch.Tensor:
-        return self.project((visual if visual is not None else landmark).pooled)
+        encoded = visual if visual is not None else landmark
+        assert encoded is not None, "a model builds one stream at least"
+        return self.project(encoded.pooled)
 
 
 FUSIONS = {"concat": ConcatFusion, "attention": AttentionFusion, "gated": GatedFusion}

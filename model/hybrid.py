@@ -65,8 +65,10 @@ class HybridASLModel(nn.Module):
         )
         visual = landmark = None
         if self.visual_projection is not None:
+            assert gemma is not None  # _check_inputs refused a missing input
             visual = self.visual_projection(gemma.to(device), safe_pad(frame_pad))
         if self.landmark_encoder is not None:
+            assert landmarks is not None
             landmarks = landmarks.to(device)
             if landmark_mask is None:
                 landmark_mask = self._mask_from_coordinates(landmarks)
@@ -117,10 +119,16 @@ class HybridASLModel(nn.Module):
             [p.ne(0).flatten(2).any(-1) for p in landmarks.split(sizes, dim=2)], dim=-1
         )
 
-    def _check_inputs(self, gemma, landmarks, landmark_mask, frame_mask) -> int:
+    def _check_inputs(
+        self,
+        gemma: torch.Tensor | None,
+        landmarks: torch.Tensor | None,
+        landmark_mask: torch.Tensor | None,
+        frame_mask: torch.Tensor | None,
+    ) -> int:
         """Fail with a message naming the input, rather than deep inside a layer."""
         c = self.config
-        expected = {}
+        expected: dict[str, tuple[torch.Tensor | None, tuple[int, ...]]] = {}
         if c.uses_visual:
             expected["gemma"] = (gemma, (c.num_frames, c.gemma_dim))
         if c.uses_landmarks:
@@ -140,6 +148,7 @@ class HybridASLModel(nn.Module):
             if batch is not None and tensor.shape[0] != batch:
                 raise ValueError(f"{name} has batch size {tensor.shape[0]}, others have {batch}")
             batch = tensor.shape[0]
+        assert batch is not None, "a model reads one stream at least"
         return batch
 
 

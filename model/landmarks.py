@@ -10,6 +10,8 @@ Missing parts are zeros with their mask bit off; the mask itself is part of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER = 11, 12
@@ -21,7 +23,9 @@ FALLBACK_SCALE = 0.3
 CLIP_VALUE = 10.0
 
 
-def part_offsets(part_names, part_sizes) -> dict[str, tuple[int, int]]:
+def part_offsets(
+    part_names: Sequence[str], part_sizes: Sequence[int]
+) -> dict[str, tuple[int, int]]:
     """Start and stop index along K for each named part."""
     offsets, start = {}, 0
     for name, size in zip(part_names, part_sizes, strict=True):
@@ -30,7 +34,7 @@ def part_offsets(part_names, part_sizes) -> dict[str, tuple[int, int]]:
     return offsets
 
 
-def feature_dim(part_names, part_sizes) -> int:
+def feature_dim(part_names: Sequence[str], part_sizes: Sequence[int]) -> int:
     """Width of `landmark_features`' last axis for this layout."""
     hands = sum(
         size for name, size in zip(part_names, part_sizes, strict=True) if name in HAND_PARTS
@@ -38,14 +42,17 @@ def feature_dim(part_names, part_sizes) -> int:
     return 3 * sum(part_sizes) + 3 * hands + len(part_names)
 
 
-def _point_mask(mask: torch.Tensor, part_sizes) -> torch.Tensor:
+def _point_mask(mask: torch.Tensor, part_sizes: Sequence[int]) -> torch.Tensor:
     """(B, T, P) part mask -> (B, T, K, 1) float per-landmark validity."""
     sizes = torch.as_tensor(part_sizes, device=mask.device)
     return mask.repeat_interleave(sizes, dim=-1).unsqueeze(-1).to(torch.float32)
 
 
 def body_frame(
-    landmarks: torch.Tensor, mask: torch.Tensor, part_names, part_sizes
+    landmarks: torch.Tensor,
+    mask: torch.Tensor,
+    part_names: Sequence[str],
+    part_sizes: Sequence[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-clip centre (B, 1, 1, 3) and scale (B, 1, 1, 1) from the shoulders.
 
@@ -75,7 +82,11 @@ def body_frame(
 
 
 def landmark_features(
-    landmarks: torch.Tensor, mask: torch.Tensor, part_names, part_sizes, normalize: bool = True
+    landmarks: torch.Tensor,
+    mask: torch.Tensor,
+    part_names: Sequence[str],
+    part_sizes: Sequence[int],
+    normalize: bool = True,
 ) -> torch.Tensor:
     """(B, T, K, 3) landmarks and (B, T, P) part mask -> (B, T, F) frame features:
     body-normalised coordinates, each hand relative to its wrist, and the mask."""
@@ -111,7 +122,7 @@ HAND_SIZE_POINT = 9
 SIGNER_CLIP = 5.0
 
 
-def signer_feature_dim(part_names, part_sizes) -> int:
+def signer_feature_dim(part_names: Sequence[str], part_sizes: Sequence[int]) -> int:
     """Width of `signer_features`' last axis for this layout."""
     points = sum(_kept_points(n, s) for n, s in zip(part_names, part_sizes, strict=True))
     hands = sum(s for n, s in zip(part_names, part_sizes, strict=True) if n in HAND_PARTS)
@@ -123,7 +134,10 @@ def _kept_points(name: str, size: int) -> int:
 
 
 def signer_features(
-    landmarks: torch.Tensor, mask: torch.Tensor, part_names, part_sizes
+    landmarks: torch.Tensor,
+    mask: torch.Tensor,
+    part_names: Sequence[str],
+    part_sizes: Sequence[int],
 ) -> torch.Tensor:
     """(B, T, K, 3) landmarks and (B, T, P) part mask -> (B, T, F) frame features that do
     not depend on where the signer sits or how far from the camera:
@@ -154,7 +168,7 @@ def signer_features(
             size = rel[:, :, HAND_SIZE_POINT, :2].norm(dim=-1)[..., None, None].clamp_min(1e-3)
             shape = (rel / size).clamp(-SIGNER_CLIP, SIGNER_CLIP) * valid[:, :, start:stop]
             shapes.append(shape.flatten(2))
-    where, seen = torch.cat(where, dim=-1), torch.cat(seen, dim=-1)
-    motion = (where[:, 1:] - where[:, :-1]) * seen[:, 1:] * seen[:, :-1]
-    motion = torch.cat([torch.zeros_like(where[:, :1]), motion], dim=1)
-    return torch.cat([where, *shapes, motion, mask.to(torch.float32)], dim=-1)
+    position, visible = torch.cat(where, dim=-1), torch.cat(seen, dim=-1)
+    motion = (position[:, 1:] - position[:, :-1]) * visible[:, 1:] * visible[:, :-1]
+    motion = torch.cat([torch.zeros_like(position[:, :1]), motion], dim=1)
+    return torch.cat([position, *shapes, motion, mask.to(torch.float32)], dim=-1)

@@ -9,6 +9,7 @@ and the rotation survives normalisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,9 @@ class AugmentConfig:
     in for them (a stalled frame). Blanking them instead would read as a sudden movement."""
 
 
-def mirror_permutations(part_names, part_sizes) -> tuple[np.ndarray, np.ndarray]:
+def mirror_permutations(
+    part_names: Sequence[str], part_sizes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Index maps over K (landmarks) and P (parts) that swap left and right."""
     names = list(part_names)
     starts = np.cumsum([0, *part_sizes])[:-1]
@@ -72,8 +75,8 @@ class Augmenter:
     def __init__(
         self,
         config: AugmentConfig,
-        part_names=(),
-        part_sizes=(),
+        part_names: Sequence[str] = (),
+        part_sizes: Sequence[int] = (),
         feature_std: np.ndarray | None = None,
     ):
         """``feature_std`` (D,): the encoder features' per-dimension std over the training

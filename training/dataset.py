@@ -4,6 +4,8 @@ augments one window of store rows at a time (see `training.plan` for which windo
 from __future__ import annotations
 
 import dataclasses
+from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +13,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from training.augment import Augmenter
 from training.plan import Window, plan_epoch, rank_windows, rng_for
+
+if TYPE_CHECKING:
+    from featurestore import FeatureStore
 
 
 class StoreWindows(IterableDataset):
@@ -27,7 +32,7 @@ class StoreWindows(IterableDataset):
 
     def __init__(
         self,
-        store,
+        store: FeatureStore,
         split: str,
         streams: list[str],
         *,
@@ -46,7 +51,7 @@ class StoreWindows(IterableDataset):
         self.blocks = store.blocks(split)
         self._position = [0, 0, 0]  # epoch, start window, rows of it already consumed
 
-    def share_position(self, ctx) -> None:
+    def share_position(self, ctx: BaseContext) -> None:
         """Keep the position in shared memory, so persistent workers see each new epoch
         (their copy of the dataset was pickled once, when they started)."""
         shared = ctx.RawArray("q", 3)
@@ -100,7 +105,9 @@ class StoreWindows(IterableDataset):
         labels = labels[order]
         if self.augmenter is not None and len(ids):
             arrays = self.augmenter(arrays, rng_for(self.seed, epoch, 2, window.index), rows=order)
-            item = {s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()}
+            item: dict[str, Any] = {
+                s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()
+            }
         else:
             rows = torch.from_numpy(order[skip:])
             item = {s: _gather_shared(torch.from_numpy(a), rows) for s, a in arrays.items()}
@@ -134,7 +141,9 @@ class StoreWindows(IterableDataset):
         return ids, labels, arrays
 
     @staticmethod
-    def _usable(ids, labels, arrays) -> tuple[np.ndarray, dict[str, str]]:
+    def _usable(
+        ids: list[str], labels: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, str]]:
         """Indices of rows fit to train on, and why the others are not."""
         ok = labels >= 0
         skipped = {ids[i]: "unlabeled (label -1)" for i in np.flatnonzero(~ok)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,7 +59,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out.to(tensor.device)
 
 
-def broadcast_object(obj, src: int = 0):
+def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not _active():
         return obj
     box = [obj]

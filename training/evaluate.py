@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from featurestore import SchemaMismatchError, open_store
-from model import CheckpointError, load_checkpoint
+from featurestore import FeatureStore, SchemaMismatchError, open_store
+from model import Checkpoint, CheckpointError, load_checkpoint
 from training.loader import StoreLoader
 from training.metrics import Tally
 from training.plots import plot_confusion
@@ -19,7 +19,7 @@ from training.steps import pick_device, to_device
 from training.store_checks import DataError, split_labels
 
 
-def _check_labels(ckpt, store, split: str) -> set[int]:
+def _check_labels(ckpt: Checkpoint, store: FeatureStore, split: str) -> set[int]:
     """Labels of the split the checkpoint can be scored on; refuses a label map that
     names the same label differently."""
     used = {lab for lab in split_labels(store, split).values() if lab >= 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -12,6 +13,9 @@ from torch.utils.data import DataLoader
 from training.augment import Augmenter
 from training.dataset import StoreWindows
 from training.plan import plan_epoch, rank_windows
+
+if TYPE_CHECKING:
+    from featurestore import FeatureStore
 
 #: Modules the forkserver imports once, so each worker starts with a fork, not an import.
 _PRELOAD = ["torch", "numpy", "zarr", "h5py", "featurestore", "training.dataset"]
@@ -30,7 +34,7 @@ class StoreLoader:
 
     def __init__(
         self,
-        store,
+        store: FeatureStore,
         split: str,
         batch_size: int,
         *,
@@ -124,7 +128,7 @@ class StoreLoader:
         per-epoch start-up) and read each epoch's position from shared memory."""
         if self._loader is not None:
             return self._loader
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.num_workers > 0:
             ctx = multiprocessing.get_context(self.mp_context)
             self.dataset.share_position(ctx)
@@ -190,7 +194,7 @@ class StoreLoader:
                 n = 0
             else:
                 rest.append(item)
-        batch = {"ids": [i for p in parts for i in p["ids"]]}
+        batch: dict[str, Any] = {"ids": [i for p in parts for i in p["ids"]]}
         for key in ["label", *self.streams]:
             batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
         return batch, rest

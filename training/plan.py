@@ -29,8 +29,12 @@ order, so a rank sees the same windows in the same order with 0, 1 or N workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from featurestore import Block
 
 PIECES_PER_WINDOW, MIN_PIECE_ROWS = 64, 4
 """A shuffled window is made of about this many pieces of blocks from across the split,
@@ -41,8 +45,7 @@ each of at least this many rows (fewer only at a block's end)."""
 class Piece:
     """A contiguous run of one block's rows: ``block.offsets[start:stop]``."""
 
-    block: object
-    """A featurestore Block."""
+    block: Block
     start: int
     stop: int
 
@@ -83,11 +86,18 @@ def window_sizes(total: int, window_rows: int, world_size: int = 1) -> list[int]
 
 
 def plan_epoch(
-    blocks, window_rows: int, seed: int, epoch: int, shuffle: bool = True, world_size: int = 1
+    blocks: list[Block],
+    window_rows: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    world_size: int = 1,
 ) -> list[Window]:
     """All windows of one epoch in global order."""
     sizes = iter(window_sizes(sum(len(b) for b in blocks), window_rows, world_size))
-    windows, current, filled, target = [], [], 0, next(sizes, 0)
+    windows: list[Window] = []
+    current: list[Piece] = []
+    filled, target = 0, next(sizes, 0)
     for piece in _pieces(blocks, window_rows, seed, epoch, shuffle):
         block, start, end = piece.block, piece.start, piece.stop
         while start < end:
@@ -101,7 +111,9 @@ def plan_epoch(
     return windows
 
 
-def _pieces(blocks, window_rows: int, seed: int, epoch: int, shuffle: bool) -> list[Piece]:
+def _pieces(
+    blocks: list[Block], window_rows: int, seed: int, epoch: int, shuffle: bool
+) -> list[Piece]:
     """The blocks in order, or cut into pieces and shuffled (see the module notes)."""
     if not shuffle:
         return [Piece(b, 0, len(b)) for b in blocks]

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 
 def _curves(history: list[dict], keys: dict[str, str], ylabel: str, path: Path) -> Path:
@@ -41,7 +42,7 @@ def plot_history(history: list[dict], out_dir: Path) -> list[Path]:
     ]
 
 
-def plot_confusion(confusion, names: list[str], path: Path) -> Path:
+def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path) -> Path:
     """Row-normalised confusion matrix (rows: true class)."""
     m = confusion.double()
     m = m / m.sum(dim=1, keepdim=True).clamp_min(1)

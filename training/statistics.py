@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from featurestore import GEMMA_STREAM
+from featurestore import GEMMA_STREAM, FeatureStore
 from training.plan import rng_for
 from training.store_checks import DataError
 
@@ -15,7 +15,11 @@ SAMPLE_ROWS = 2048
 
 
 def feature_statistics(
-    store, split: str, stream: str = GEMMA_STREAM, max_rows: int = SAMPLE_ROWS, seed: int = 0
+    store: FeatureStore,
+    split: str,
+    stream: str = GEMMA_STREAM,
+    max_rows: int = SAMPLE_ROWS,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (each (D,), float32) of `stream` over frames of the split's rows.
 
@@ -41,4 +45,4 @@ def feature_statistics(
     mean = total / frames_seen
     std = np.sqrt(np.maximum(squares / frames_seen - np.square(mean), 0.0))
     floor = 1e-3 * float(np.median(std)) + 1e-12
-    return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
+    return np.asarray(mean, np.float32), np.maximum(std, floor).astype(np.float32)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from featurestore import FeatureStore
 from model import model_inputs
 from training.loader import StoreLoader
 from training.metrics import Tally
@@ -60,13 +62,13 @@ def to_device(batch: dict, device: str, streams: list[str]) -> dict:
     return out
 
 
-def forward(model, batch: dict) -> torch.Tensor:
+def forward(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Logits of `model` (a HybridASLModel or its DDP wrapper) for a batch keyed by stream
     name; through the wrapper's call, so DDP syncs the gradients."""
     return model(**model_inputs(batch))
 
 
-def dummy_batch(store, streams: list[str]) -> dict:
+def dummy_batch(store: FeatureStore, streams: list[str]) -> dict[str, Any]:
     """One all-zero row: what a rank with no rows left feeds DDP (with weight 0)."""
     batch: dict = {
         s: torch.zeros(
@@ -81,7 +83,12 @@ def dummy_batch(store, streams: list[str]) -> dict:
 
 @torch.no_grad()
 def evaluate(
-    model, loader: StoreLoader, streams, device: str, num_classes: int, amp_dtype=None
+    model: torch.nn.Module,
+    loader: StoreLoader,
+    streams: list[str],
+    device: str,
+    num_classes: int,
+    amp_dtype: torch.dtype | None = None,
 ) -> Tally:
     """One pass over a loader in eval mode; the tally is this rank's share."""
     was_training = model.training

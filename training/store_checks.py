@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
-from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
+from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, FeatureStore
 from model import ModelConfig
 
 VISUAL_STREAMS = (GEMMA_STREAM,)
@@ -27,13 +28,13 @@ def model_streams(modalities: str) -> list[str]:
     return streams
 
 
-def checkpoint_stream_specs(store, streams: list[str]) -> dict[str, dict]:
+def checkpoint_stream_specs(store: FeatureStore, streams: list[str]) -> dict[str, dict]:
     """The stored shape and dtype of each stream the model reads, as a checkpoint keeps
     them (so a server can refuse a store they do not fit)."""
     return {s: store.schema.streams[s].to_json() for s in streams}
 
 
-def check_streams(store, modalities: str) -> list[str]:
+def check_streams(store: FeatureStore, modalities: str) -> list[str]:
     """The streams to read, or a DataError naming what the store lacks."""
     streams = model_streams(modalities)
     missing = [s for s in streams if s not in store.schema.streams]
@@ -50,7 +51,7 @@ def check_streams(store, modalities: str) -> list[str]:
     return streams
 
 
-def split_labels(store, split: str) -> dict[str, int]:
+def split_labels(store: FeatureStore, split: str) -> dict[str, int]:
     """video id -> label for one split, from the index (no array reads)."""
     return {v: store.entry(v).label for b in store.blocks(split) for v in b.video_ids}
 
@@ -76,7 +77,7 @@ class SplitReport:
         }
 
 
-def check_splits(store, train_split: str, val_split: str | None) -> SplitReport:
+def check_splits(store: FeatureStore, train_split: str, val_split: str | None) -> SplitReport:
     """Fail early on an empty train split or a store without labels; warn about the rest."""
     splits = store.splits()
     if not splits.get(train_split):
@@ -120,7 +121,9 @@ def check_splits(store, train_split: str, val_split: str | None) -> SplitReport:
     return SplitReport(len(train), len(val), unlabeled, names)
 
 
-def model_config_for(store, modalities: str, gemma_dim: int | None = None, **kwargs) -> ModelConfig:
+def model_config_for(
+    store: FeatureStore, modalities: str, gemma_dim: int | None = None, **kwargs: Any
+) -> ModelConfig:
     """A ModelConfig sized by the store: classes from its label map, T, the encoder's
     feature width (a `gemma_dim` override must agree with the stored features)."""
     streams = store.schema.streams

@@ -11,6 +11,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from featurestore import open_store
 from model import (
+    Checkpoint,
     CheckpointError,
     HybridASLModel,
     load_checkpoint,
@@ -168,7 +170,7 @@ class Trainer:
             if cfg.augment
             else None
         )
-        common = dict(
+        common: dict[str, Any] = dict(
             streams=self.streams,
             window_rows=cfg.window_rows,
             seed=cfg.seed,
@@ -184,7 +186,7 @@ class Trainer:
         )
         self.val_loader = (
             StoreLoader(self.store, cfg.val_split, per_rank, shuffle=False, **common)
-            if self.split_report.val_rows
+            if self.split_report.val_rows and cfg.val_split is not None
             else None
         )
 
@@ -221,7 +223,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else None,
         }
 
-    def _restore(self, ckpt) -> None:
+    def _restore(self, ckpt: Checkpoint) -> None:
         self.model.load_state_dict(ckpt.model.state_dict())
         s = ckpt.state
         self.optimizer.load_state_dict(s["optimizer"])
@@ -353,7 +355,9 @@ class Trainer:
         cfg = self.cfg
         real = batch is not None
         batch = to_device(
-            batch if real else dummy_batch(self.store, self.streams), self.device, self.streams
+            batch if batch is not None else dummy_batch(self.store, self.streams),
+            self.device,
+            self.streams,
         )
         n = batch["label"].shape[0] if real else 0
         total = int(all_reduce_sum(torch.tensor(n)))  # rows in this global step, all ranks
