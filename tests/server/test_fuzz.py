@@ -13,9 +13,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
-from test_server_fixtures import build_checkpoint, build_store, upload_schema
 
 from server import Settings, create_app
+from tests.server.builders import build_checkpoint, build_store, upload_schema
 
 MAX_EXAMPLES = 25
 OPERATIONS = [

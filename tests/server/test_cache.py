@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_server_fixtures import build_checkpoint, build_store
 
 from featurestore import FeatureStore
 from server import Settings, create_app
 from server.cache import FeatureCache
+from tests.server.builders import build_checkpoint, build_store
 
 
 def arr(n: int, fill: float = 0.0) -> np.ndarray:

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server_fixtures import build_checkpoint
 
 from featurestore import open_store
 from featurestore.extract import ClipExtractor, synthesize
+from tests.server.builders import build_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-WEBCAM_CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/webcam/signing_webcam.mp4"
+WEBCAM_CLIP = Path(__file__).resolve().parents[2].parent / "shared/data/webcam/signing_webcam.mp4"
 KEY = "browser-key"
 T = 8
 WAIT = 180  # seconds for any one thing to appear (two shared cores, MediaPipe on each frame)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_server_fixtures import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 from featurestore.extract import ClipExtractor, synthesize
 from model import load_checkpoint
 from server import Settings, create_app
+from tests.server.builders import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 KEY = {"X-API-Key": "up-key"}
 REAL_CLIPS = Path("/work/shared/data/wlasl-mini/videos")

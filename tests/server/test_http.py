@@ -15,17 +15,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from test_server_fixtures import ENCODER, build_checkpoint, build_store, tiny_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.server.builders import ENCODER, build_checkpoint, tiny_schema
 
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("http")
-    store = build_store(root / "store.zarr", n=12)
-    ckpt = build_checkpoint(root / "model.pt", store.schema)
-    return str(root / "store.zarr"), str(ckpt)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve(args: list[str], env: dict | None = None) -> subprocess.Popen:

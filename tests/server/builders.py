@@ -1,6 +1,6 @@
 """Builders shared by the server tests: a tiny store and an untrained checkpoint for it.
 
-No tests live here; the test_server_*.py files import these helpers.
+No tests live here; the tests in this folder import these helpers.
 """
 
 from __future__ import annotations
@@ -12,30 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featurestore import FeatureStore, StoreSchema, StreamSpec, create_store, open_store
+from featurestore import GEMMA_STREAM, FeatureStore, StoreSchema, create_store, open_store
 from model import HybridASLModel, ModelConfig, save_checkpoint
+from tests.helpers import LAYOUT, D, T, random_video, small_schema
 
-T, D = 4, 8
 LABELS = {0: "hello", 1: "thankyou", 2: "yes", 3: "no"}
-LAYOUT = {
-    "parts": ["pose", "left_hand", "right_hand"],
-    "sizes": [33, 21, 21],
-    "coords": ["x", "y", "z"],
-}
 ENCODER = {"model_id": "test-encoder", "feature_dim": D, "pooling": "mean_soft_tokens"}
 
 
 def tiny_schema(num_frames: int = T, dim: int = D, encoder: dict | None = None) -> StoreSchema:
-    return StoreSchema(
-        num_frames=num_frames,
-        streams={
-            "gemma": StreamSpec((num_frames, dim), "float16"),
-            "landmarks": StreamSpec((num_frames, 75, 3), "float32"),
-            "landmark_mask": StreamSpec((num_frames, 3), "bool"),
-        },
-        encoder=encoder or {**ENCODER, "feature_dim": dim},
-        landmark_layout=LAYOUT,
+    return small_schema(
+        num_frames,
+        dim,
         labels=LABELS,
+        encoder=encoder or {**ENCODER, "feature_dim": dim},
+        layout=LAYOUT,
     )
 
 
@@ -52,15 +43,11 @@ def build_store(
     store = create_store(str(path), schema)
     with store.writer() as w:
         for i, vid in enumerate(video_ids(n)):
-            t, dim = schema.streams["gemma"].shape
+            t, dim = schema.streams[GEMMA_STREAM].shape
             label = -1 if i == n - 1 else i % len(LABELS)
             w.put(
                 vid,
-                {
-                    "gemma": rng.standard_normal((t, dim)).astype(np.float16),
-                    "landmarks": rng.standard_normal((t, 75, 3)).astype(np.float32),
-                    "landmark_mask": rng.random((t, 3)) > 0.3,
-                },
+                random_video(rng, t, dim),
                 label=label,
                 gloss=LABELS.get(label, ""),
                 split=("train", "val", "test")[i % 3],
@@ -72,7 +59,7 @@ def build_store(
 def build_checkpoint(path: Path | str, schema: StoreSchema, seed: int = 0, **config) -> Path:
     """An untrained model whose checkpoint matches `schema` (override fields to mismatch)."""
     torch.manual_seed(seed)
-    t, dim = schema.streams["gemma"].shape
+    t, dim = schema.streams[GEMMA_STREAM].shape
     cfg = ModelConfig.from_layout(
         schema.landmark_layout,
         num_classes=len(schema.labels),

@@ -8,24 +8,15 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_server_fixtures import ENCODER, LABELS, build_checkpoint, build_store, tiny_schema
 
 from featurestore import FeatureStore
 from model import count_parameters, load_checkpoint
 from server import Settings, StartupError, create_app
 from server.app import app_from_env
+from tests.server.builders import ENCODER, LABELS, build_checkpoint, tiny_schema
 
 N = 12
 NPY = "application/x-npy"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(store path, checkpoint path) for a 12-video store and a matching checkpoint."""
-    root = tmp_path_factory.mktemp("served")
-    store = build_store(root / "store.zarr", n=N)
-    ckpt = build_checkpoint(root / "model.pt", store.schema)
-    return str(root / "store.zarr"), str(ckpt)
 
 
 def settings_for(served, **overrides) -> Settings:

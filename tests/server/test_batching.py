@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_server_fixtures import build_checkpoint, build_store, video_ids
 
 from server import Settings, create_app
 from server.batcher import MicroBatcher
+from tests.server.builders import build_checkpoint, build_store, video_ids
 
 # -- the batcher alone ------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
-from test_server_fixtures import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 from featurestore.extract import synthesize, write_video
 from server import Settings, create_app
+from tests.server.builders import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 KEY = "live-key"
 
