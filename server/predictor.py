@@ -10,16 +10,16 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 
-from featurestore import FeatureStore
-from model import Checkpoint
+from featurestore import GEMMA_STREAM, FeatureStore
+from model import INPUT_STREAMS, Checkpoint
 
 from .cache import FeatureCache
-
-MODEL_INPUTS = ("gemma", "landmarks", "landmark_mask")
+from .metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ class Predictor:
         checkpoint: Checkpoint,
         store: FeatureStore,
         cache: FeatureCache | None = None,
-        metrics=None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.model = checkpoint.model.eval()
         self.labels = checkpoint.labels
         self.num_classes = checkpoint.config.num_classes
-        self.streams = [s for s in MODEL_INPUTS if s in checkpoint.streams]
+        self.streams = [s for s in INPUT_STREAMS if s in checkpoint.streams]
         self.store = store
         self.cache = cache if cache is not None else FeatureCache(0)
         self.metrics = metrics
@@ -86,7 +86,11 @@ class Predictor:
             for i, vid in enumerate(batch.ids):
                 for s in self.streams:
                     cached[(vid, s)] = self.cache.put(vid, s, batch.arrays[s][i])
-        return {s: np.stack([cached[(v, s)] for v in video_ids]) for s in self.streams}
+        # every miss was filled above
+        return {
+            s: np.stack(cast(list[np.ndarray], [cached[(v, s)] for v in video_ids]))
+            for s in self.streams
+        }
 
     # -- the model ------------------------------------------------------------------------
     def probabilities(self, arrays: dict[str, np.ndarray]) -> torch.Tensor:
@@ -95,8 +99,8 @@ class Predictor:
             s: torch.from_numpy(np.ascontiguousarray(arrays[s])).to(self.device)
             for s in self.streams
         }
-        if "gemma" in inputs:
-            inputs["gemma"] = inputs["gemma"].float()  # stored as float16
+        if GEMMA_STREAM in inputs:
+            inputs[GEMMA_STREAM] = inputs[GEMMA_STREAM].float()  # stored as float16
         with torch.inference_mode():
             logits = self.model.forward_batch(inputs)
         return logits.float().softmax(dim=-1).cpu()
@@ -132,7 +136,7 @@ class Predictor:
                 results.append(exc)
         return results
 
-    def _run_merged(self, jobs: list[PredictJob]) -> list[list[Ranked]]:
+    def _run_merged(self, jobs: list[PredictJob]) -> list[list[Ranked] | BaseException]:
         t0 = time.perf_counter()
         ids = [v for job in jobs if job.arrays is None for v in job.video_ids]
         stored = self.read(ids) if ids else {}
@@ -153,7 +157,8 @@ class Predictor:
             self.metrics.model_seconds.observe(t2 - t1)
             self.metrics.batch_size.observe(len(probs))
             self.metrics.batch_requests.observe(len(jobs))
-        out, start = [], 0
+        out: list[list[Ranked] | BaseException] = []
+        start = 0
         for job in jobs:
             out.append(self.rank(probs[start : start + len(job)], job.top_k))
             start += len(job)

@@ -41,6 +41,6 @@ class Settings(BaseSettings):
 
     @field_validator("store", "checkpoint", "api_key", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):
+    def _empty_is_unset(cls, value: object) -> object:
         """`ASL_API_KEY=` (as compose writes an unset variable) means no key, not ""."""
         return None if value == "" else value

@@ -18,17 +18,20 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import av
 import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 
-from featurestore import FeatureStore
+from featurestore import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, FeatureStore
 
 from .metrics import Metrics
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from featurestore.extract import Clip, ClipExtractor, LandmarkExtractor
 
 log = logging.getLogger("server")
 
@@ -80,8 +83,10 @@ class UploadExtractor:
         self.store = store
         self.metrics = metrics
         self.status = "loading" if settings.upload_enabled else "disabled"
-        self._extractor = None
-        self._landmarks = None  # one Holistic, on the extraction thread only
+        self._extractor: ClipExtractor | None = None
+        self._landmarks: LandmarkExtractor | None = (
+            None  # one Holistic, on the extraction thread only
+        )
         self._pending = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="extract")
 
@@ -150,6 +155,7 @@ class UploadExtractor:
         from featurestore.extract import LandmarkExtractor
 
         ex, out = self._extractor, {}
+        assert ex is not None, "_extract_sync checked it"
         t0 = time.perf_counter()
         if ex.encoder is not None:
             dtype = ex.streams[GEMMA_STREAM].dtype
@@ -194,7 +200,7 @@ class Extracted:
 THUMBNAIL_SIDE = 256
 
 
-def clip_details(path: str, clip, arrays: dict[str, np.ndarray], layout: dict | None) -> dict:
+def clip_details(path: str, clip: Clip, arrays: dict[str, np.ndarray], layout: dict | None) -> dict:
     """The T sampled frames (as small JPEG data URLs), their times in the clip, and the
     landmarks found on each, so that a user sees where MediaPipe missed the hands."""
     from featurestore.extract import sample_indices
@@ -205,16 +211,16 @@ def clip_details(path: str, clip, arrays: dict[str, np.ndarray], layout: dict | 
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-    landmarks = arrays.get("landmarks")
-    mask = arrays.get("landmark_mask")
+    landmarks = arrays.get(LANDMARKS_STREAM)
+    mask = arrays.get(LANDMARK_MASK_STREAM)
     return {
         "fps": fps,
         "frame_indices": [int(i) for i in indices],
         "frame_times": [round(float(i) / fps, 3) for i in indices],
         "frames": [jpeg_data_url(f, THUMBNAIL_SIDE) for f in clip.frames],
         "layout": layout,
-        "landmarks": None if landmarks is None else np.round(landmarks, 4).tolist(),
-        "landmark_mask": None if mask is None else mask.tolist(),
+        LANDMARKS_STREAM: None if landmarks is None else np.round(landmarks, 4).tolist(),
+        LANDMARK_MASK_STREAM: None if mask is None else mask.tolist(),
     }
 
 

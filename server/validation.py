@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi import HTTPException, Request
+from fastapi.dependencies.models import Dependant
 
 
 async def reject_unknown_query(request: Request) -> None:
@@ -17,7 +21,7 @@ async def reject_unknown_query(request: Request) -> None:
         raise HTTPException(422, f"unknown query parameters {unknown}; expected {expected}")
 
 
-def _query_params(dependant):
+def _query_params(dependant: Dependant) -> Iterator[Any]:
     yield from dependant.query_params
     for sub in dependant.dependencies:
         yield from _query_params(sub)

@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from PIL import Image, UnidentifiedImageError
 
+from featurestore import LANDMARK_MASK_STREAM
 from featurestore.extract import sample_indices
 
 from ..predictor import PredictJob
@@ -252,7 +253,7 @@ async def predict_window(
 def hands(state: ServingState, rows: dict[str, np.ndarray]) -> dict:
     """Whether MediaPipe found each hand in the newest frame (None without landmarks)."""
     layout = state.uploads.layout
-    mask = rows.get("landmark_mask")
+    mask = rows.get(LANDMARK_MASK_STREAM)
     if layout is None or mask is None:
         return {"hands_visible": None, "hands": {}}
     found = {

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from featurestore import InvalidVideoError, validate_video_id
+from featurestore.index import IndexEntry
 
 from ..encoding import json_bytes, npy_bytes
 from ..errors import error_responses
@@ -55,7 +56,7 @@ def list_videos(
     return {"items": items, "total": len(ids)}
 
 
-def matches(entry, gloss: str | None, q: str | None) -> bool:
+def matches(entry: IndexEntry, gloss: str | None, q: str | None) -> bool:
     if gloss is not None and entry.gloss != gloss:
         return False
     if q:
