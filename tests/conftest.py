@@ -6,17 +6,10 @@ each folder's own fixtures live in its ``conftest.py``.
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-# Until the server, training and Ray tests move into their folders (issue 16), they import
-# test_server_fixtures, test_training_fixtures and s3_server by their bare names. Appended
-# (not prepended) so that tests/featurestore/ and the like never shadow the packages.
-sys.path.append(str(Path(__file__).parent))
 
 
 @pytest.fixture(params=["zarr", "memory", "hdf5"])

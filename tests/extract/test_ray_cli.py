@@ -20,11 +20,10 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-from s3_server import shared_s3_server  # noqa: E402
-
 from featurestore import open_store  # noqa: E402
 from featurestore.errors import StoreError  # noqa: E402
 from tests.extract.ray_nodes import ENV, ray_nodes  # noqa: E402
+from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

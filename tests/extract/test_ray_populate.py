@@ -13,8 +13,6 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-from s3_server import shared_s3_server  # noqa: E402
-
 from featurestore import open_store  # noqa: E402
 from featurestore.extract import (  # noqa: E402
     Entry,
@@ -24,6 +22,7 @@ from featurestore.extract import (  # noqa: E402
     read_manifest,
     synthesize,
 )
+from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
