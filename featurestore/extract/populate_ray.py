@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import count, zip_longest
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -56,6 +56,9 @@ from .stages import Job
 from .summary import PopulateSummary
 
 if TYPE_CHECKING:
+    from ..store import FeatureStore
+    from ..writer import Writer
+    from .clip import ClipExtractor
     from .manifest import ManifestEntry
 
 __all__ = ["RayPopulateSummary", "RaySchedulingError", "ShardResult", "populate_with_ray"]
@@ -196,17 +199,19 @@ class _EncoderWriter:
     def __init__(self, name: str, store_url: str, storage_options: dict | None, extractor: dict):
         self.name = name
         self.url, self.storage_options = store_url, storage_options
-        self._extractor_args, self._extractor = extractor, None
-        self._store = None
-        self._writer = None
+        self._extractor_args = extractor
+        self._extractor: ClipExtractor | None = None
+        self._store: FeatureStore | None = None
+        self._writer: Writer | None = None
         self._frames = 0
+        self._task_nodes: dict[str, int] = {}  # node id -> decode tasks of this shard
 
     def node(self) -> str:
         """Answers as soon as Ray has placed the actor (the encoder loads on first use)."""
         return ray.get_runtime_context().get_node_id()
 
     @property
-    def extractor(self):
+    def extractor(self) -> ClipExtractor:
         from .clip import ClipExtractor
 
         if self._extractor is None:
@@ -219,10 +224,10 @@ class _EncoderWriter:
     def fingerprint(self) -> dict:
         return self.extractor.fingerprint
 
-    def _open(self, overwrite: bool):
+    def _open(self, overwrite: bool) -> tuple[FeatureStore, Writer]:
         from ..store import open_store
 
-        if self._writer is None:
+        if self._store is None or self._writer is None:
             self._store = open_store(self.url, "r+", self.storage_options)
             self._store.check_compatible(
                 encoder=self.extractor.fingerprint,
@@ -230,16 +235,16 @@ class _EncoderWriter:
                 streams=self.extractor.streams,
             )
             self._writer = self._store.writer(overwrite=overwrite)
-        return self._writer
+        return self._store, self._writer
 
     def write_shard(
         self, shard: int, entries: list[ManifestEntry], refs: list, overwrite: bool, retry: bool
     ) -> ShardResult:
-        writer = self._open(overwrite)
+        store, writer = self._open(overwrite)
         summary = PopulateSummary()
         if retry and not overwrite:  # a dead worker may have committed part of it
-            self._store.refresh()
-            committed = set(self._store.ids())
+            store.refresh()
+            committed = set(store.ids())
             keep = [i for i, e in enumerate(entries) if e.video_id not in committed]
             summary.skipped = len(entries) - len(keep)
             entries, refs = [entries[i] for i in keep], [refs[i] for i in keep]
@@ -286,6 +291,7 @@ class _EncoderWriter:
                 yield job
                 continue
             # frames from the object store are read-only; torch wants to own writable ones
+            assert decoded.clip is not None, "a task without an error decoded its clip"
             pending.append((job, np.require(decoded.clip.frames, requirements="W")))
             if sum(len(f) for _, f in pending) >= self.extractor.encoder.batch_size:
                 yield from self._encode(pending, seconds)
@@ -295,8 +301,10 @@ class _EncoderWriter:
     def _encode(self, pending: list[tuple[Job, np.ndarray]], seconds: dict) -> Iterator[Job]:
         if not pending:
             return
+        encoder = self.extractor.encoder
+        assert encoder is not None, "videos wait for the encoder only when there is one"
         videos, paths = [f for _, f in pending], [job.entry.path for job, _ in pending]
-        done = stages.encode(self.extractor.encoder, videos, paths)
+        done = stages.encode(encoder, videos, paths)
         if done.frames:
             seconds["encoder"] = seconds.get("encoder", 0.0) + done.seconds
         self._frames += done.frames
@@ -327,7 +335,7 @@ def _connect(address: str | None, ray_init: dict | None) -> bool:
     if ray.is_initialized():
         return False
     env = _aws_env()
-    kwargs = {"address": address, "include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": True}
     if env:
         kwargs["runtime_env"] = {"env_vars": env}
     ray.init(**{**kwargs, **(ray_init or {})})
@@ -338,7 +346,7 @@ class _Pool:
     """Encoder actors; dead ones are replaced with fresh ones (fresh segments). Each new
     actor is pending until it answers ``node()``, which Ray runs once it has placed it."""
 
-    def __init__(self, size: int, make: Callable[[str], object]):
+    def __init__(self, size: int, make: Callable[[str], Any]):
         self.run_id = uuid.uuid4().hex[:8]
         self._make, self._count = make, 0
         self.pending: dict = {}  # ObjectRef of node() -> (actor name, time asked)
@@ -554,7 +562,7 @@ def _actor_maker(resources: RayPlan, targets: list[str], store_url, storage_opti
     AWS variables. The first ones are pinned to their node (Ray's soft affinity sometimes
     puts them all on the driver's node); replacements only prefer it, as it may be gone."""
     actor_cls = ray.remote(_EncoderWriter)
-    options = dict(
+    options: dict[str, Any] = dict(
         num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_restarts=0
     )
     if env := _aws_env():
