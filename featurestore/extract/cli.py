@@ -12,9 +12,16 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .defaults import DEFAULT_ENCODER, POOLINGS
 from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from .manifest import ManifestEntry
+    from .populate_ray import RayPopulateSummary
+    from .summary import PopulateSummary
 
 __all__ = ["add_subcommands"]
 
@@ -27,7 +34,7 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _synth(args) -> int:
+def _synth(args: argparse.Namespace) -> int:
     from .synth import synthesize
 
     manifest = synthesize(
@@ -42,7 +49,7 @@ def _synth(args) -> int:
     return 0
 
 
-def _entries(args):
+def _entries(args: argparse.Namespace) -> tuple[list[ManifestEntry], dict[int, str] | None]:
     from .manifest import read_manifest, read_wlasl, scan_videos
 
     if args.wlasl:
@@ -54,12 +61,12 @@ def _entries(args):
     return scan_videos(args.videos), None
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
     raise KeyboardInterrupt
 
 
-def _populate(args) -> int:
+def _populate(args: argparse.Namespace) -> int:
     from .populate_local import populate
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
@@ -80,6 +87,7 @@ def _populate(args) -> int:
         storage_options=getattr(args, "storage_options", None) or None,
     )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    summary: PopulateSummary | RayPopulateSummary
     try:
         if args.ray:
             summary = _populate_ray(args, entries, common)
@@ -100,7 +108,9 @@ def _populate(args) -> int:
     return 130 if getattr(summary, "interrupted", False) else 0
 
 
-def _populate_ray(args, entries, common):
+def _populate_ray(
+    args: argparse.Namespace, entries: list[ManifestEntry], common: dict[str, Any]
+) -> RayPopulateSummary:
     """The same run on a Ray cluster: encoder actors each own a segment of the store."""
     from .populate_ray import populate_with_ray
 
@@ -118,7 +128,7 @@ def _populate_ray(args, entries, common):
     )
 
 
-def add_subcommands(sub) -> None:
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``synth`` and ``populate`` on the ``featurestore`` subparsers."""
     p = sub.add_parser("synth", help="write synthetic sign-like clips and a manifest")
     p.add_argument("out_dir")
