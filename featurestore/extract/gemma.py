@@ -41,31 +41,31 @@ log = logging.getLogger(__name__)
 
 _SEED = 20250301
 
+_VISION_SIZES = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+)
+
+
+def _preset(vision: tuple[int, ...], text_hidden: int, mm_tokens_per_image: int) -> dict:
+    """A preset's sizes: its vision tower's (in ``_VISION_SIZES`` order), the width the
+    projector maps to, and the soft tokens per image."""
+    return {
+        "vision": dict(zip(_VISION_SIZES, vision, strict=True)),
+        "text_hidden": text_hidden,
+        "mm_tokens_per_image": mm_tokens_per_image,
+    }
+
+
 PRESETS: dict[str, dict] = {
-    "tiny-random": {
-        "vision": dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=8,
-        ),
-        "text_hidden": 48,
-        "mm_tokens_per_image": 4,
-    },
-    "gemma-3-4b-random": {  # SigLIP so400m as in gemma-3-4b: 896 px, patch 14, 256 soft tokens
-        "vision": dict(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=896,
-            patch_size=14,
-        ),
-        "text_hidden": 2560,
-        "mm_tokens_per_image": 256,
-    },
+    # vision tower (hidden, ffn, layers, heads, image px, patch), text width, soft tokens
+    "tiny-random": _preset((32, 64, 2, 2, 64, 8), 48, 4),
+    # SigLIP so400m as in gemma-3-4b: 896 px, patch 14, 256 soft tokens
+    "gemma-3-4b-random": _preset((1152, 4304, 27, 16, 896, 14), 2560, 256),
 }
 
 
