@@ -1,7 +1,8 @@
 """The sign-feature store: per-video Gemma features and landmarks in chunked Zarr or HDF5.
 
 Write with ``create_store(...).writer()``, read with ``open_store(url)``: ``get``,
-``get_many``, ``blocks``/``read_block`` and ``iter_batches`` for streaming.
+``get_many``, ``blocks``/``read_block`` and ``iter_batches`` for streaming. Visual features
+from another encoder are added to stored videos with ``add_feature_set`` and ``feature_writer``.
 """
 
 from ._version import __version__ as __version__
@@ -20,12 +21,14 @@ from .schema import (
     LANDMARK_MASK_STREAM,
     LANDMARKS_STREAM,
     SCHEMA_VERSION,
+    FeatureSet,
     StoreSchema,
     StreamSpec,
+    fingerprint_digest,
     validate_video_id,
 )
 from .store import Batch, Block, FeatureStore, Video, create_store, open_store
-from .writer import Writer
+from .writer import FeatureWriter, Writer
 
 __all__ = [
     "GEMMA_STREAM",
@@ -35,7 +38,9 @@ __all__ = [
     "Batch",
     "Block",
     "CorruptDataError",
+    "FeatureSet",
     "FeatureStore",
+    "FeatureWriter",
     "ImportSummary",
     "InvalidVideoError",
     "NotAStoreError",
@@ -48,6 +53,7 @@ __all__ = [
     "VideoNotFoundError",
     "Writer",
     "create_store",
+    "fingerprint_digest",
     "import_dataset",
     "open_store",
     "validate_video_id",

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
 
 from ._files import Files
 from ._version import __version__
-from .backends import BACKENDS, Backend, backend_name_for
-from .errors import CorruptDataError, NotAStoreError, SchemaMismatchError, StoreError
-from .index import Block, Index, IndexEntry
+from .backends import BACKENDS, Backend, RowRange, backend_name_for
+from .errors import (
+    CorruptDataError,
+    NotAStoreError,
+    SchemaMismatchError,
+    StoreError,
+    StreamNotFoundError,
+)
+from .index import Block, FeatureRow, Index, IndexEntry
 from .schema import FORMAT_NAME, SCHEMA_VERSION, StoreSchema
 
 META_KEY = "featurestore.json"
@@ -65,13 +72,17 @@ class Storage:
         if self._pid != os.getpid():
             self._reset()
         if self._index is None:
-            self._index = Index.load(self.files)
+            keys = {name: f.key for name, f in self.schema.feature_sets.items()}
+            self._index = Index.load(self.files, keys)
         return self._index
 
     def refresh(self) -> None:
         """Re-read metadata and the commit log to see what other writers committed since."""
         self.meta = read_meta(self.files, self.url)
-        self.schema = StoreSchema.from_json(self.meta)
+        schema = StoreSchema.from_json(self.meta)
+        if schema.all_streams != self.schema.all_streams:
+            self.close()  # the backend was opened with the old specs
+        self.schema = schema
         self.forget_index()
 
     def forget_index(self) -> None:
@@ -90,61 +101,74 @@ class Storage:
     # -- reading rows ----------------------------------------------------------------------
     def read(
         self,
-        segment: str,
-        block: int,
-        start: int,
-        stop: int,
+        rows: RowRange,
         streams: list[str],
         what: str,
         crc32c: dict[str, list[int]] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Rows [start, stop) of a block; CorruptDataError names ``what`` and the bad field.
-
-        ``crc32c``: each row's checksum per stream from the commit records, when known.
-        """
+        """``rows`` of the streams stored in their segment; CorruptDataError names ``what``
+        and the bad field. ``crc32c``: each row's checksum per stream, when known."""
         backend = self.backend
         try:
-            return backend.read_streams(segment, block, start, stop, streams, crc32c)
+            return backend.read_streams(rows, streams, crc32c)
         except Exception:
-            pass  # find which field is unreadable, so the error can name it
-        out = {}
-        for stream in streams:
-            try:
-                one = backend.read_streams(segment, block, start, stop, [stream], crc32c)
-                out[stream] = one[stream]
-            except Exception as e:
-                raise CorruptDataError(
-                    f"{what}, field {stream!r}: cannot read stored data in segment {segment} "
-                    f"block {block} ({type(e).__name__}: {e})"
-                ) from e
-        return out
+            pass
+        return _named(what, rows, streams, lambda s: backend.read_streams(rows, [s], crc32c)[s])
 
     def read_video(self, e: IndexEntry, streams: list[str]) -> dict[str, np.ndarray]:
         """One video's rows: each row's bytes alone where its commit record has checksums."""
-        what = f"video {e.video_id!r}"
-        if not e.crc32c or any(s not in e.crc32c for s in streams):
-            rows = self.read(e.segment, e.block, e.offset, e.offset + 1, streams, what)
-            return {s: a[0] for s, a in rows.items()}
-        crcs = {s: e.crc32c[s] for s in streams}
+        base, added = self._split(streams)
+        out = self._read_row(e.video_id, e, base) if base else {}
+        for name in added:
+            out.update(self._read_row(e.video_id, self.feature_row(name, e.video_id), [name]))
+        return {s: out[s] for s in streams}
+
+    def _read_row(
+        self, video_id: str, at: IndexEntry | FeatureRow, streams: list[str]
+    ) -> dict[str, np.ndarray]:
+        what = f"video {video_id!r}"
+        rows = RowRange(at.segment, at.block, at.offset, at.offset + 1)
+        if not at.crc32c or any(s not in at.crc32c for s in streams):
+            return {s: a[0] for s, a in self.read(rows, streams, what).items()}
+        crcs = {s: at.crc32c[s] for s in streams}
+        backend = self.backend
         try:
-            return self.backend.read_row_streams(e.segment, e.block, e.offset, crcs)
+            return backend.read_row_streams(at.segment, at.block, at.offset, crcs)
         except Exception:
-            pass  # find which field is unreadable, so the error can name it
-        out = {}
-        for stream in streams:
-            try:
-                out[stream] = self.backend.read_row(
-                    e.segment, e.block, e.offset, stream, e.crc32c[stream]
-                )
-            except Exception as exc:
-                raise CorruptDataError(
-                    f"{what}, field {stream!r}: cannot read stored data in segment {e.segment} "
-                    f"block {e.block} ({type(exc).__name__}: {exc})"
-                ) from exc
-        return out
+            pass
+        return _named(
+            what,
+            rows,
+            streams,
+            lambda s: backend.read_row(at.segment, at.block, at.offset, s, crcs[s]),
+        )
+
+    def feature_row(self, name: str, video_id: str) -> FeatureRow:
+        """Where a video's row of an added feature set lives; StreamNotFoundError if it has none."""
+        row = self.index.features[name].rows.get(video_id)
+        if row is None:
+            raise StreamNotFoundError(
+                f"video {video_id!r} has no feature set {name!r} yet "
+                f"(add it with: featurestore populate --store {self.url} --add-features {name} ...)"
+            )
+        return row
+
+    def _split(self, streams: list[str]) -> tuple[list[str], list[str]]:
+        """The base streams among ``streams``, and the added feature sets."""
+        base = self.schema.streams
+        return [s for s in streams if s in base], [s for s in streams if s not in base]
 
     def read_block(self, block: Block, streams: list[str]) -> dict[str, np.ndarray]:
-        """All rows of a block, in ``block.offsets`` order, with one contiguous read per stream."""
+        """All rows of a block of videos, in ``block.offsets`` order, feature sets joined by id."""
+        base, added = self._split(streams)
+        out = self.read_stored(block, base) if base else {}
+        for name in added:
+            rows = [self.feature_row(name, v) for v in block.video_ids]
+            out.update(self.read_at(rows, [name]))
+        return {s: out[s] for s in streams}
+
+    def read_stored(self, block: Block, streams: list[str]) -> dict[str, np.ndarray]:
+        """Rows of a block of the segment that stores them, one contiguous read per stream."""
         lo, hi = min(block.offsets), max(block.offsets) + 1
         take = np.asarray(block.offsets) - lo
         dense = len(take) == hi - lo
@@ -154,39 +178,63 @@ class Storage:
             known = [c for c in block.crc32c if c and all(s in c for s in streams)]
             if len(known) == len(block) > 0:
                 crcs = {s: [c[s] for c in known] for s in streams}
-        rows = self.read(block.segment, block.block, lo, hi, streams, what, crcs)
+        rows = self.read(RowRange(block.segment, block.block, lo, hi), streams, what, crcs)
         return {s: a if dense else a[take] for s, a in rows.items()}
 
     def read_entries(self, entries: list[IndexEntry], streams: list[str]) -> dict[str, np.ndarray]:
         """Rows of many videos stacked in the order given, reading each block they touch once."""
-        groups: dict[tuple[str, int], list[IndexEntry]] = {}
-        for e in entries:
-            groups.setdefault((e.segment, e.block), []).append(e)
-        rows: dict[str, dict[str, np.ndarray]] = {}
-        for (seg, blk), es in groups.items():
-            es = sorted(set(es), key=lambda e: e.offset)
+        base, added = self._split(streams)
+        out = self.read_at(entries, base) if base else {}
+        for name in added:
+            out.update(self.read_at([self.feature_row(name, e.video_id) for e in entries], [name]))
+        return {s: out[s] for s in streams}
+
+    def read_at(
+        self, rows: Sequence[IndexEntry | FeatureRow], streams: list[str]
+    ) -> dict[str, np.ndarray]:
+        """The rows at these places, stacked in the order given; each block touched read once."""
+        groups: dict[tuple[str, int], list[tuple[int, IndexEntry | FeatureRow]]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault((r.segment, r.block), []).append((i, r))
+        specs = self.schema.all_streams
+        out = {s: np.empty((len(rows), *specs[s].shape), specs[s].dtype) for s in streams}
+        for (seg, blk), members in groups.items():
+            unique = sorted({r.offset: r for _, r in members}.values(), key=lambda r: r.offset)
             block = Block(
                 seg,
                 blk,
-                tuple(e.offset for e in es),
-                tuple(e.video_id for e in es),
-                tuple(e.crc32c for e in es),
+                tuple(r.offset for r in unique),
+                tuple(r.video_id for r in unique),
+                tuple(r.crc32c for r in unique),
             )
-            part = self.read_block(block, streams)
-            for i, vid in enumerate(block.video_ids):
-                rows[vid] = {s: part[s][i] for s in streams}
-        specs = self.schema.streams
-        return {
-            s: np.stack([rows[e.video_id][s] for e in entries])
-            if entries
-            else np.empty((0, *specs[s].shape), specs[s].dtype)
-            for s in streams
-        }
+            part = self.read_stored(block, streams)
+            if len(groups) == 1 and [r.offset for _, r in members] == list(block.offsets):
+                return part  # one block, in order: no copy
+            at = {offset: j for j, offset in enumerate(block.offsets)}
+            dst = np.fromiter((i for i, _ in members), np.int64, len(members))
+            src = np.fromiter((at[r.offset] for _, r in members), np.int64, len(members))
+            for s in streams:
+                out[s][dst] = part[s][src]
+        return out
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+def _named(what: str, rows: RowRange, streams: list[str], read_one) -> dict[str, np.ndarray]:
+    """Read stream by stream to find which field is unreadable, so the error can name it."""
+    out = {}
+    for stream in streams:
+        try:
+            out[stream] = read_one(stream)
+        except Exception as e:
+            raise CorruptDataError(
+                f"{what}, field {stream!r}: cannot read stored data in segment {rows.segment} "
+                f"block {rows.block} ({type(e).__name__}: {e})"
+            ) from e
+    return out
 
 
 def _dump(meta: dict) -> bytes:

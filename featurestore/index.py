@@ -4,6 +4,9 @@ A writer writes a block's arrays first and its commit record second, so a video 
 exactly when its record exists. Readers load all records once (video id -> location); when
 an id appears in several records (overwrite, compact) the newest record wins. Live rows are
 grouped into ``Block``s, the unit that streaming reads in one go.
+
+A feature set added later keeps its own log (``features/<key>/commits/``): one row per video
+holding it, in segments of its own; it is joined to the videos by id on read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from ._files import Files
 
 COMMITS = "commits"
+FEATURES = "features"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,18 @@ class IndexEntry:
 
 
 @dataclass(frozen=True)
+class FeatureRow:
+    """Where one video's row of an added feature set lives."""
+
+    video_id: str
+    segment: str
+    block: int
+    offset: int
+    crc32c: dict[str, int] | None = field(default=None, compare=False, hash=False)
+    order: tuple = ((0, "", 0),)
+
+
+@dataclass(frozen=True)
 class Block:
     """A chunk-aligned run of committed rows: the unit that streaming reads in one go."""
 
@@ -50,12 +66,22 @@ class Block:
         return len(self.offsets)
 
 
-def commit_key(segment: str, block: int) -> str:
-    return f"{COMMITS}/{segment}/{block:08d}.json"
+def commits_prefix(feature_key: str | None = None) -> str:
+    """The folder of a commit log: the videos' (None), or an added feature set's."""
+    return COMMITS if feature_key is None else f"{FEATURES}/{feature_key}/{COMMITS}"
+
+
+def commit_key(segment: str, block: int, feature_key: str | None = None) -> str:
+    return f"{commits_prefix(feature_key)}/{segment}/{block:08d}.json"
 
 
 def encode_record(
-    segment: str, block: int, time_ns: int, videos: list[dict], failures: list[dict]
+    segment: str,
+    block: int,
+    time_ns: int,
+    videos: list[dict],
+    failures: list[dict],
+    feature: str | None = None,
 ) -> bytes:
     record = {
         "segment": segment,
@@ -64,7 +90,22 @@ def encode_record(
         "videos": videos,
         "failures": failures,
     }
+    if feature is not None:
+        record["feature"] = feature
     return json.dumps(record, separators=(",", ":")).encode()
+
+
+@dataclass
+class FeatureIndex:
+    """One added feature set's rows by video id, its failures, and its commit records."""
+
+    rows: dict[str, FeatureRow] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    records: list[str] = field(default_factory=list)
+
+    def blocks(self) -> list[Block]:
+        """The set's own rows grouped by the block of its segments that holds them."""
+        return _group(self.rows.values())
 
 
 @dataclass
@@ -75,45 +116,28 @@ class Index:
     failures: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
-    _blocks: dict[str | None, list[Block]] = field(default_factory=dict, repr=False)
+    features: dict[str, FeatureIndex] = field(default_factory=dict)
+    """Added feature sets by name."""
+    _blocks: dict[tuple, list[Block]] = field(default_factory=dict, repr=False)
 
-    def blocks(self, split: str | None = None) -> list[Block]:
-        """Live rows (of one split, or all) grouped by the block that holds them, in storage order."""
-        if split not in self._blocks:
-            groups: dict[tuple[str, int], list[IndexEntry]] = {}
-            for e in self.entries.values():
-                if split is None or e.split == split:
-                    groups.setdefault((e.segment, e.block), []).append(e)
-            self._blocks[split] = [
-                Block(
-                    seg,
-                    blk,
-                    tuple(e.offset for e in es),
-                    tuple(e.video_id for e in es),
-                    tuple(e.crc32c for e in es),
-                )
-                for (seg, blk), es in sorted(groups.items())
-                for es in [sorted(es, key=lambda e: e.offset)]
-            ]
-        return self._blocks[split]
+    def blocks(self, split: str | None = None, having: tuple[str, ...] = ()) -> list[Block]:
+        """Live rows (of one split, or all; only videos holding the feature sets ``having``)
+        grouped by the block that holds them, in storage order."""
+        key = (split, tuple(sorted(having)))
+        if key not in self._blocks:
+            sets = [self.features[name].rows for name in having]
+            self._blocks[key] = _group(
+                e
+                for e in self.entries.values()
+                if (split is None or e.split == split) and all(e.video_id in s for s in sets)
+            )
+        return self._blocks[key]
 
     @classmethod
-    def load(cls, files: Files) -> Index:
+    def load(cls, files: Files, feature_keys: dict[str, str] | None = None) -> Index:
+        """The videos' log, and the log of each added feature set (name -> key)."""
         index = cls()
-        parsed = []
-        for key in files.list(COMMITS):
-            if not key.endswith(".json"):
-                continue
-            try:
-                rec = json.loads(files.read(key) or b"")
-                order = (int(rec["time_ns"]), str(rec["segment"]), int(rec["block"]))
-                parsed.append((order, rec))
-                index.records.append(key)
-            except (ValueError, KeyError, TypeError) as e:
-                msg = f"unreadable commit record {key}: {e}"
-                index.problems.append(msg)
-                warnings.warn(msg + " (its videos are not visible)", stacklevel=2)
-        parsed.sort(key=lambda p: p[0])
+        parsed = _records(files, COMMITS, index)
         failed_at: dict[str, tuple] = {}
         for order, rec in parsed:
             for v in rec.get("videos", []):
@@ -132,8 +156,71 @@ class Index:
             for f in rec.get("failures", []):
                 index.failures[f["video_id"]] = f["reason"]
                 failed_at[f["video_id"]] = order
-        for vid, order in failed_at.items():
-            entry = index.entries.get(vid)
-            if entry is not None and entry.order > order:
-                del index.failures[vid]  # a later successful put supersedes the failure
+        _drop_superseded(index.failures, failed_at, index.entries)
+        for name, key in (feature_keys or {}).items():
+            index.features[name] = _load_feature(files, key, index)
         return index
+
+
+def _load_feature(files: Files, key: str, index: Index) -> FeatureIndex:
+    feature = FeatureIndex()
+    failed_at: dict[str, tuple] = {}
+    for order, rec in _records(files, commits_prefix(key), index, feature.records):
+        for v in rec.get("videos", []):
+            feature.rows[v["video_id"]] = FeatureRow(
+                v["video_id"], rec["segment"], int(rec["block"]), int(v["offset"]),
+                v.get("crc32c"), order,
+            )  # fmt: skip
+        for f in rec.get("failures", []):
+            feature.failures[f["video_id"]] = f["reason"]
+            failed_at[f["video_id"]] = order
+    _drop_superseded(feature.failures, failed_at, feature.rows)
+    return feature
+
+
+def _records(
+    files: Files, prefix: str, index: Index, keys: list[str] | None = None
+) -> list[tuple[tuple, dict]]:
+    """The commit records under ``prefix``, oldest first; unreadable ones go to ``problems``."""
+    keys = index.records if keys is None else keys
+    parsed = []
+    for key in files.list(prefix):
+        if not key.endswith(".json"):
+            continue
+        try:
+            rec = json.loads(files.read(key) or b"")
+            order = (int(rec["time_ns"]), str(rec["segment"]), int(rec["block"]))
+            parsed.append((order, rec))
+            keys.append(key)
+        except (ValueError, KeyError, TypeError) as e:
+            msg = f"unreadable commit record {key}: {e}"
+            index.problems.append(msg)
+            warnings.warn(msg + " (its videos are not visible)", stacklevel=2)
+    parsed.sort(key=lambda p: p[0])
+    return parsed
+
+
+def _drop_superseded(failures: dict[str, str], failed_at: dict[str, tuple], rows: dict) -> None:
+    """A later successful write supersedes a failure."""
+    for vid, order in failed_at.items():
+        row = rows.get(vid)
+        if row is not None and row.order > order:
+            del failures[vid]
+
+
+def _group(rows) -> list[Block]:
+    """Rows (anything with segment, block, offset, video_id, crc32c) as Blocks, in storage order."""
+    groups: dict[tuple[str, int], list] = {}
+    for r in rows:
+        groups.setdefault((r.segment, r.block), []).append(r)
+    return [
+        Block(
+            seg,
+            blk,
+            tuple(r.offset for r in rs),
+            tuple(r.video_id for r in rs),
+            tuple(r.crc32c for r in rs),
+        )
+        for (seg, blk), rs in sorted(groups.items())
+        for rs in [sorted(rs, key=lambda r: r.offset)]
+    ]

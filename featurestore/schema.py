@@ -1,10 +1,13 @@
-"""The store's schema: T, streams, encoder fingerprint, landmark layout and label map.
+"""The store's schema: T, streams, feature sets, encoder fingerprints, landmark layout, labels.
 
 Serialised as ``featurestore.json`` at the store root, readable without this package.
+``streams`` are the base streams every video is written with; ``feature_sets`` are visual
+streams added later, each from its own encoder (stores made before them have none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -54,6 +57,30 @@ class StreamSpec:
 
 
 @dataclass(frozen=True)
+class FeatureSet:
+    """A visual stream added to a store after its videos: its spec and its encoder."""
+
+    spec: StreamSpec
+    encoder: dict[str, Any]
+    """The encoder's fingerprint, as populate records it."""
+    key: str
+    """Where its commit records live (``features/<key>/``): the name and the fingerprint's digest."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.spec.to_json(), "encoder": self.encoder, "key": self.key}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureSet:
+        spec = StreamSpec(tuple(data["shape"]), data["dtype"])
+        return cls(spec, dict(data.get("encoder") or {}), str(data["key"]))
+
+
+def fingerprint_digest(fingerprint: dict) -> str:
+    """12 hex characters naming an encoder fingerprint (sha256 of its canonical JSON)."""
+    return hashlib.sha256(_canon(fingerprint).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
 class StoreSchema:
     """Everything that must agree between a store, its writers and the models trained on it."""
 
@@ -67,6 +94,8 @@ class StoreSchema:
     """Which landmark parts, in which order, with how many points."""
     labels: dict[int, str] = field(default_factory=dict)
     """Label -> gloss."""
+    feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
+    """Visual streams added later, by name (``populate --add-features``)."""
 
     def __post_init__(self) -> None:
         if int(self.num_frames) <= 0:
@@ -82,15 +111,43 @@ class StoreSchema:
             streams[name] = spec
         object.__setattr__(self, "streams", streams)
         object.__setattr__(self, "labels", {int(k): str(v) for k, v in self.labels.items()})
+        clash = sorted(set(self.feature_sets) & set(streams))
+        if clash:
+            raise ValueError(f"feature sets {clash} have the names of base streams")
+
+    @property
+    def all_streams(self) -> dict[str, StreamSpec]:
+        """Base streams and feature sets, name -> spec."""
+        return {**self.streams, **{k: f.spec for k, f in self.feature_sets.items()}}
+
+    def spec(self, name: str) -> StreamSpec:
+        """The spec of a base stream or a feature set (KeyError if the store has neither)."""
+        return self.all_streams[name]
+
+    def feature_names(self) -> list[str]:
+        """The visual feature sets: base ``gemma`` where the store has it, then the added ones."""
+        base = [GEMMA_STREAM] if GEMMA_STREAM in self.streams else []
+        return base + sorted(self.feature_sets)
+
+    def fingerprint(self, name: str) -> dict[str, Any]:
+        """The encoder fingerprint of a feature set (base ``gemma``: the store's ``encoder``)."""
+        if name in self.feature_sets:
+            return self.feature_sets[name].encoder
+        if name == GEMMA_STREAM and name in self.streams:
+            return self.encoder
+        raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "num_frames": self.num_frames,
             "streams": {k: v.to_json() for k, v in self.streams.items()},
             "encoder": self.encoder,
             "landmark_layout": self.landmark_layout,
             "labels": {str(k): v for k, v in sorted(self.labels.items())},
         }
+        if self.feature_sets:  # absent, a store reads exactly as one made before feature sets
+            out["feature_sets"] = {k: f.to_json() for k, f in sorted(self.feature_sets.items())}
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoreSchema:
@@ -102,6 +159,9 @@ class StoreSchema:
             encoder=data.get("encoder") or {},
             landmark_layout=data.get("landmark_layout") or {},
             labels={int(k): v for k, v in (data.get("labels") or {}).items()},
+            feature_sets={
+                k: FeatureSet.from_json(v) for k, v in (data.get("feature_sets") or {}).items()
+            },
         )
 
     def mismatches(self, other: StoreSchema) -> list[str]:

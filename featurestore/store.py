@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import compact as _compact
+from . import feature_sets as _feature_sets
 from . import verify as _verify
 from ._files import Files
 from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
@@ -25,8 +26,8 @@ from .errors import (
     VideoNotFoundError,
 )
 from .index import Block, IndexEntry
-from .schema import StoreSchema, check_compatible
-from .writer import Writer, new_segment_id
+from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
+from .writer import FeatureWriter, Writer, new_segment_id
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,23 @@ class FeatureStore:
             "failures": len(index.failures),
             "segments": len({e.segment for e in index.entries.values()}),
             "bytes_per_video": sum(s.nbytes for s in self.schema.streams.values()),
+            "feature_sets": {
+                name: self._feature_info(name) for name in self.schema.feature_names()
+            },
+        }
+
+    def _feature_info(self, name: str) -> dict[str, Any]:
+        spec, fingerprint = self.schema.spec(name), self.schema.fingerprint(name)
+        added = self._storage.index.features.get(name)
+        return {
+            "encoder": fingerprint.get("model_id", "unknown"),
+            "fingerprint": fingerprint_digest(fingerprint),
+            "shape": list(spec.shape),
+            "dtype": spec.dtype,
+            "width": spec.shape[-1],
+            "stored": "with the videos" if added is None else "added",
+            "videos": len(self._storage.index.entries) if added is None else len(added.rows),
+            "failures": len(self._storage.index.failures) if added is None else len(added.failures),
         }
 
     # -- listing -------------------------------------------------------------------------
@@ -157,9 +175,27 @@ class FeatureStore:
     def __contains__(self, video_id: object) -> bool:
         return video_id in self._storage.index.entries
 
-    def ids(self, split: str | None = None) -> list[str]:
+    def ids(self, split: str | None = None, streams: Iterable[str] | None = None) -> list[str]:
+        """Video ids (of one split), sorted; with ``streams``, only videos holding them all."""
+        sets = [self.feature_ids(s) for s in self._added(streams)]
         entries = self._storage.index.entries.values()
-        return sorted(e.video_id for e in entries if split is None or e.split == split)
+        return sorted(
+            e.video_id
+            for e in entries
+            if (split is None or e.split == split) and all(e.video_id in s for s in sets)
+        )
+
+    def feature_ids(self, name: str) -> set[str]:
+        """The videos that hold feature set ``name`` now (base ``gemma``: every video)."""
+        self._streams([name])
+        added = self._storage.index.features.get(name)
+        return set(self._storage.index.entries if added is None else added.rows)
+
+    def feature_failures(self, name: str) -> dict[str, str]:
+        """Videos an add of feature set ``name`` could not process, with the reason."""
+        self._streams([name])
+        added = self._storage.index.features.get(name)
+        return dict(self._storage.index.failures if added is None else added.failures)
 
     def splits(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -178,15 +214,23 @@ class FeatureStore:
 
     # -- reading -------------------------------------------------------------------------
     def _streams(self, streams: Iterable[str] | None) -> list[str]:
+        """The streams asked for (default: the base streams), each checked to exist."""
         if streams is None:
             return list(self.schema.streams)
         streams = [streams] if isinstance(streams, str) else list(streams)
+        known = self.schema.all_streams
         for s in streams:
-            if s not in self.schema.streams:
+            if s not in known:
                 raise StreamNotFoundError(
-                    f"unknown stream {s!r}; store {self.url} has {sorted(self.schema.streams)}"
+                    f"unknown stream {s!r}; store {self.url} has {sorted(known)}"
                 )
         return streams
+
+    def _added(self, streams: Iterable[str] | None) -> tuple[str, ...]:
+        """The added feature sets among ``streams``."""
+        if streams is None:
+            return ()
+        return tuple(s for s in self._streams(streams) if s in self.schema.feature_sets)
 
     def _labels_of(self, ids: Iterable[str]) -> np.ndarray:
         entries = self._storage.index.entries
@@ -197,9 +241,10 @@ class FeatureStore:
         arrays = self._storage.read_video(e, self._streams(streams))
         return Video(e.video_id, e.label, e.gloss, e.split, e.source, arrays)
 
-    def blocks(self, split: str | None = None) -> list[Block]:
-        """Committed rows grouped by the block that holds them, in storage order."""
-        return self._storage.index.blocks(split)
+    def blocks(self, split: str | None = None, streams: Iterable[str] | None = None) -> list[Block]:
+        """Committed rows grouped by the block that holds them, in storage order; with
+        ``streams``, only videos holding them all (a feature set not added to all yet)."""
+        return self._storage.index.blocks(split, self._added(streams))
 
     def read_block(self, block: Block, streams: Iterable[str] | None = None) -> Batch:
         """All rows of a block with one contiguous read per stream."""
@@ -220,7 +265,7 @@ class FeatureStore:
         streams = self._streams(streams)
         pending: list[Batch] = []
         count = 0
-        for block in self.blocks(split):
+        for block in self.blocks(split, streams):
             pending.append(self.read_block(block, streams))
             count += len(block)
             while count >= batch_size:
@@ -235,6 +280,29 @@ class FeatureStore:
         self._storage.require_writable()
         self.refresh()  # know every id committed so far, by any writer
         return Writer(self._storage, overwrite=overwrite, block_size=block_size)
+
+    def add_feature_set(
+        self, name: str, encoder: dict[str, Any], shape: tuple[int, ...], dtype: str = "float16"
+    ) -> None:
+        """Register a visual feature set made by ``encoder`` (its fingerprint); no-op if it is
+        there already with that encoder and spec, SchemaMismatchError if with another."""
+        _feature_sets.add_feature_set(self._storage, name, encoder, StreamSpec(shape, dtype))
+
+    def feature_writer(
+        self,
+        name: str,
+        overwrite: bool = False,
+        block_size: int | None = None,
+        segment: str | None = None,
+    ) -> FeatureWriter:
+        """A writer of feature set ``name``'s rows for videos already in the store."""
+        self._storage.require_writable()
+        self.refresh()
+        return FeatureWriter(self._storage, name, overwrite, block_size, segment)
+
+    def drop_feature_set(self, name: str) -> dict[str, Any]:
+        """Remove a feature set (an added one, or the base ``gemma``)."""
+        return _feature_sets.drop_feature_set(self._storage, name)
 
     def verify(self, progress: bool = False) -> list[str]:
         """Read back every committed video; return every problem found (empty = healthy)."""

@@ -1,4 +1,8 @@
-"""Read back every committed video and report every problem, naming the video and field."""
+"""Read back every committed video and report every problem, naming the video and field.
+
+Added feature sets are read back too, block by block of their own segments, and a set's
+row for a video the store no longer holds is reported.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._storage import Storage
+from .backends import RowRange
 from .errors import CorruptDataError
 from .index import Block
 
@@ -18,22 +23,28 @@ def verify_store(storage: Storage, progress: bool = False) -> list[str]:
     for e in index.entries.values():
         if e.label != -1 and e.label not in labels:
             problems.append(f"video {e.video_id!r}: label {e.label} is not in the label map")
-    blocks = index.blocks()
-    for block in tqdm(blocks, desc="verify", unit="block", disable=not progress):
-        problems += _check_block(storage, block)
+    work = [(block, list(storage.schema.streams)) for block in index.blocks()]
+    for name, feature in index.features.items():
+        work += [(block, [name]) for block in feature.blocks()]
+        problems += [
+            f"feature set {name!r}: video {vid!r} is not in the store"
+            for vid in sorted(set(feature.rows) - set(index.entries))
+        ]
+    for block, streams in tqdm(work, desc="verify", unit="block", disable=not progress):
+        problems += _check_block(storage, block, streams)
     return problems
 
 
-def _check_block(storage: Storage, block: Block) -> list[str]:
-    streams = storage.schema.streams
+def _check_block(storage: Storage, block: Block, streams: list[str]) -> list[str]:
+    specs = storage.schema.all_streams
     try:
-        arrays = storage.read_block(block, list(streams))
+        arrays = storage.read_stored(block, streams)
     except CorruptDataError:
         # find exactly which videos and fields are unreadable
-        return [p for vid in block.video_ids for p in _check_video(storage, vid)]
+        return [p for i in range(len(block)) for p in _check_row(storage, block, i, streams)]
     problems = []
-    for name, spec in streams.items():
-        arr = arrays[name]
+    for name in streams:
+        arr, spec = arrays[name], specs[name]
         if arr.shape[1:] != spec.shape or arr.dtype != np.dtype(spec.dtype):
             problems.append(
                 f"videos of block {block.block} in {block.segment}: field {name!r} is "
@@ -49,12 +60,13 @@ def _check_block(storage: Storage, block: Block) -> list[str]:
     return problems
 
 
-def _check_video(storage: Storage, video_id: str) -> list[str]:
-    e = storage.index.entries[video_id]
+def _check_row(storage: Storage, block: Block, i: int, streams: list[str]) -> list[str]:
+    offset, what = block.offsets[i], f"video {block.video_ids[i]!r}"
+    rows = RowRange(block.segment, block.block, offset, offset + 1)
     problems = []
-    for name in storage.schema.streams:
+    for name in streams:
         try:
-            storage.read(e.segment, e.block, e.offset, e.offset + 1, [name], f"video {video_id!r}")
+            storage.read(rows, [name], what)
         except CorruptDataError as exc:
             problems.append(str(exc))
     return problems

@@ -1,5 +1,8 @@
 """The write side: one ``Writer`` per process appends videos into a segment of its own.
 
+A ``FeatureWriter`` does the same for one added feature set: rows of videos already in the
+store, in segments that hold that one stream, committed to the set's own log.
+
 Videos are buffered until a block is full (or ``flush``), then the block's arrays are
 written once and its commit record after them. No locks are needed between writers because
 no two writers ever touch the same object. A writer works on the on-disk layer
@@ -90,6 +93,8 @@ class Writer:
         self.overwrite = overwrite
         self.block_size = min(block_size or storage.block_size, storage.block_size)
         self.segment = segment or new_segment_id()
+        self._streams = storage.schema.streams
+        self._feature: tuple[str, str] | None = None  # (name, key) when writing a feature set
         self._existing = set(storage.index.entries)
         self._buffer: dict[str, tuple[dict, dict]] = {}
         self._failures: list[dict] = []
@@ -147,20 +152,22 @@ class Writer:
         videos = []
         if self._buffer:
             if not self._segment_created:
-                self.storage.backend.create_segment(self.segment)
+                self.storage.backend.create_segment(self.segment, self._streams)
                 self._segment_created = True
             items = list(self._buffer.values())
             stacked = {
-                name: np.stack([arrays[name] for arrays, _ in items])
-                for name in self.storage.schema.streams
+                name: np.stack([arrays[name] for arrays, _ in items]) for name in self._streams
             }
             self.storage.backend.write_block(self.segment, self._block, stacked)
             videos = [  # per-row checksums let a single get read and check one row alone
                 dict(meta, offset=i, crc32c={s: crc32c(a[i]) for s, a in stacked.items()})
                 for i, (_, meta) in enumerate(items)
             ]
-        record = encode_record(self.segment, self._block, time.time_ns(), videos, self._failures)
-        self.storage.files.write(commit_key(self.segment, self._block), record)
+        name, key = self._feature or (None, None)
+        record = encode_record(
+            self.segment, self._block, time.time_ns(), videos, self._failures, feature=name
+        )
+        self.storage.files.write(commit_key(self.segment, self._block, key), record)
         self.storage.forget_index()
         self._existing.update(self._buffer)
         self.committed += len(self._buffer)
@@ -180,3 +187,47 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FeatureWriter(Writer):
+    """Appends rows of one added feature set for videos the store already holds."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        name: str,
+        overwrite: bool = False,
+        block_size: int | None = None,
+        segment: str | None = None,
+    ):
+        super().__init__(storage, overwrite, block_size, segment or new_segment_id(f"feat-{name}"))
+        feature = storage.schema.feature_sets.get(name)
+        if feature is None:
+            raise InvalidVideoError(
+                f"store {storage.url} has no added feature set {name!r}; register it first"
+            )
+        self.name = name
+        self._streams = {name: feature.spec}
+        self._feature = (name, feature.key)
+        self._videos = set(storage.index.entries)
+        self._existing = set(storage.index.features[name].rows)
+
+    def put(self, video_id: str, array: np.ndarray) -> None:  # type: ignore[override]
+        """Buffer one video's row; it becomes visible when its block is committed."""
+        if video_id not in self._videos:
+            raise InvalidVideoError(
+                f"video {video_id!r} is not in store {self.storage.url}: "
+                f"feature set {self.name!r} can only be added to stored videos"
+            )
+        if not self.overwrite and (video_id in self._existing or video_id in self._buffer):
+            raise InvalidVideoError(
+                f"video {video_id!r} already has feature set {self.name!r}; "
+                "pass overwrite=True to replace it"
+            )
+        checked = validate_arrays(video_id, {self.name: array}, self._streams)
+        self._buffer[video_id] = (checked, {"video_id": video_id})
+        if len(self._buffer) >= self.block_size:
+            self.flush()
+
+    def __enter__(self) -> FeatureWriter:
+        return self

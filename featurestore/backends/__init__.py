@@ -1,10 +1,10 @@
 """Storage backends behind one contract (``Backend``); chosen by the store URL's suffix."""
 
-from ._base import Backend
+from ._base import Backend, RowRange
 from ._hdf5 import HDF5Backend
 from ._zarr import ZarrBackend
 
-__all__ = ["Backend", "HDF5Backend", "ZarrBackend", "backend_name_for"]
+__all__ = ["Backend", "RowRange", "HDF5Backend", "ZarrBackend", "backend_name_for"]
 
 
 def backend_name_for(url: str) -> str:

@@ -8,11 +8,22 @@ rewritten and a killed writer can only leave an unreferenced block behind.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..schema import StoreSchema
+from ..schema import StoreSchema, StreamSpec
 from ._chunks import crc32c as _crc32c
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows [start, stop) of one block of one segment: what a block read addresses."""
+
+    segment: str
+    block: int
+    start: int
+    stop: int
 
 
 class Backend(ABC):
@@ -48,8 +59,8 @@ class Backend(ABC):
         """Create whatever the backend needs at the store root (called once by create)."""
 
     @abstractmethod
-    def create_segment(self, segment: str) -> None:
-        """Prepare an empty segment for one writer."""
+    def create_segment(self, segment: str, streams: dict[str, StreamSpec] | None = None) -> None:
+        """Prepare an empty segment for one writer, holding ``streams`` (default: the schema's)."""
 
     @abstractmethod
     def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
@@ -79,20 +90,16 @@ class Backend(ABC):
         return {s: self.read_row(segment, block, offset, s, c) for s, c in crc32c.items()}
 
     def read_streams(
-        self,
-        segment: str,
-        block: int,
-        start: int,
-        stop: int,
-        streams: list[str],
-        crc32c: dict[str, list[int]] | None = None,
+        self, rows: RowRange, streams: list[str], crc32c: dict[str, list[int]] | None = None
     ) -> dict[str, np.ndarray]:
-        """Rows [start, stop) for several streams; backends may overlap the reads.
+        """``rows`` for several streams; backends may overlap the reads.
 
         ``crc32c`` (per stream, one per row, from the commit records) lets a backend check
         rows with those instead of its own chunk checksums; a backend may ignore it.
         """
-        return {s: self.read_rows(segment, block, start, stop, s) for s in streams}
+        return {
+            s: self.read_rows(rows.segment, rows.block, rows.start, rows.stop, s) for s in streams
+        }
 
     @abstractmethod
     def delete_segment(self, segment: str) -> None:

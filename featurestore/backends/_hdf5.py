@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 
 from .._files import is_remote, local_path
-from ._base import Backend
+from ..schema import StreamSpec
+from ._base import Backend, RowRange
 from ._chunks import HAVE_PREADV
 from ._chunks import crc32c as _crc32c
 
@@ -59,7 +60,7 @@ class HDF5Backend(Backend):
     def initialize(self) -> None:
         os.makedirs(os.path.join(self.root, "segments"), exist_ok=True)
 
-    def create_segment(self, segment: str) -> None:
+    def create_segment(self, segment: str, streams: dict[str, StreamSpec] | None = None) -> None:
         os.makedirs(os.path.join(self.root, "segments", segment), exist_ok=True)
 
     def write_block(self, segment: str, block: int, arrays: dict[str, np.ndarray]) -> None:
@@ -93,17 +94,12 @@ class HDF5Backend(Backend):
         return self._file(self._block_path(segment, block))[stream][start:stop]
 
     def read_streams(
-        self,
-        segment: str,
-        block: int,
-        start: int,
-        stop: int,
-        streams: list[str],
-        crc32c: dict[str, list[int]] | None = None,
+        self, rows: RowRange, streams: list[str], crc32c: dict[str, list[int]] | None = None
     ) -> dict[str, np.ndarray]:
         if crc32c is None or self.compression != "none" or not HAVE_PREADV:
-            return super().read_streams(segment, block, start, stop, streams)
-        return {s: self._read_checked(segment, block, start, stop, s, crc32c[s]) for s in streams}
+            return super().read_streams(rows, streams)
+        seg, blk, start, stop = rows.segment, rows.block, rows.start, rows.stop
+        return {s: self._read_checked(seg, blk, start, stop, s, crc32c[s]) for s in streams}
 
     def read_row(
         self, segment: str, block: int, offset: int, stream: str, crc32c: int
@@ -147,7 +143,7 @@ class HDF5Backend(Backend):
     def _layout(self, path: str, stream: str) -> _Rows | None:
         key = (path, stream)
         if key not in self._rows:
-            for name, rows in _find_rows(path, list(self.schema.streams)).items():
+            for name, rows in _find_rows(path, sorted({stream, *self.schema.streams})).items():
                 self._rows[(path, name)] = rows
             while len(self._rows) > _MAX_OPEN * 4:
                 self._rows.popitem(last=False)

@@ -27,7 +27,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from .._files import is_remote, local_path
-from ._base import Backend
+from ..schema import StreamSpec
+from ._base import Backend, RowRange
 from ._chunks import HAVE_PREADV, ChunkFiles
 
 CAPACITY_BLOCKS = 2**24
@@ -64,8 +65,8 @@ class ZarrBackend(Backend):
         codecs = [ZstdCodec(level=1)] if self.compression == "zstd" else []
         return [*codecs, Crc32cCodec()]
 
-    def create_segment(self, segment: str) -> None:
-        for name, spec in self.schema.streams.items():
+    def create_segment(self, segment: str, streams: dict[str, StreamSpec] | None = None) -> None:
+        for name, spec in (streams or self.schema.streams).items():
             arr = zarr.create_array(
                 self.store,
                 name=f"segments/{segment}/{name}",
@@ -168,23 +169,18 @@ class ZarrBackend(Backend):
         return out
 
     def read_streams(
-        self,
-        segment: str,
-        block: int,
-        start: int,
-        stop: int,
-        streams: list[str],
-        crc32c: dict[str, list[int]] | None = None,
+        self, rows: RowRange, streams: list[str], crc32c: dict[str, list[int]] | None = None
     ) -> dict[str, np.ndarray]:
         """All streams' reads in flight at once on zarr's event loop (saves a round trip each)."""
+        segment = rows.segment
         if not self._remote and all(self._chunk_files(segment, s) is not None for s in streams):
-            return super().read_streams(segment, block, start, stop, streams)
-        base = block * self.block_size
+            return super().read_streams(rows, streams)
+        base = rows.block * self.block_size
         arrays = [self._array(segment, s)._async_array for s in streams]
 
         async def read_all():
             return await asyncio.gather(
-                *(a.getitem(slice(base + start, base + stop)) for a in arrays)
+                *(a.getitem(slice(base + rows.start, base + rows.stop)) for a in arrays)
             )
 
         return dict(zip(streams, sync(read_all()), strict=True))
