@@ -7,14 +7,10 @@ The seed's flag spellings (``--model_name``, ``--num_frames``, ``--use_flash_att
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
-import sys
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._bulk_cli import add_summary_arguments, report, sigterm_interrupts
 from .defaults import DEFAULT_ENCODER, POOLINGS
 from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
 
@@ -61,11 +57,6 @@ def _entries(args: argparse.Namespace) -> tuple[list[ManifestEntry], dict[int, s
     return scan_videos(args.videos), None
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
-    raise KeyboardInterrupt
-
-
 def _populate(args: argparse.Namespace) -> int:
     from .populate_local import populate
 
@@ -86,9 +77,8 @@ def _populate(args: argparse.Namespace) -> int:
         revision=args.revision,
         storage_options=getattr(args, "storage_options", None) or None,
     )
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     summary: PopulateSummary | RayPopulateSummary
-    try:
+    with sigterm_interrupts():
         if args.ray:
             summary = _populate_ray(args, entries, common)
         else:
@@ -100,12 +90,7 @@ def _populate(args: argparse.Namespace) -> int:
                 commit_every=args.commit_every,
                 **common,
             )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(summary.format(), file=sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=1))
-    return 130 if getattr(summary, "interrupted", False) else 0
+    return report(summary, args.summary_json)
 
 
 def _populate_ray(
@@ -201,8 +186,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="flash_attention_2 when installed (CUDA), else SDPA",
     )
     p.add_argument("--commit-every", type=int, help="commit every N videos (default: every block)")
-    p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_summary_arguments(p)
     ray = p.add_argument_group("Ray (pip install '.[ray]'; see docs/scale-out.md)")
     ray.add_argument(
         "--ray",

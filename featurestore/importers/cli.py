@@ -7,20 +7,11 @@ For ``seed-npy`` the seed's ``train_simple.py`` spellings (``--gemma_features_di
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import sys
-from pathlib import Path
-from types import FrameType
 
+from .._bulk_cli import add_summary_arguments, report, sigterm_interrupts
 from . import FORMATS, import_dataset
 
 __all__ = ["add_subcommands"]
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """``kill`` (SIGTERM) stops a run like Ctrl-C does: what is complete gets committed."""
-    raise KeyboardInterrupt
 
 
 def _format_options(args: argparse.Namespace) -> dict:
@@ -34,8 +25,7 @@ def _format_options(args: argparse.Namespace) -> dict:
 
 def _import(args: argparse.Namespace) -> int:
     sources = list(args.sources) + ([args.gemma_features_dir] if args.gemma_features_dir else [])
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with sigterm_interrupts():
         summary = import_dataset(
             args.format,
             sources,
@@ -54,12 +44,7 @@ def _import(args: argparse.Namespace) -> int:
             storage_options=getattr(args, "storage_options", None) or None,
             **_format_options(args),
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(summary.format(), file=sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=1))
-    return 130 if summary.interrupted else 0
+    return report(summary, args.summary_json)
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -110,8 +95,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="keep the face subset (as populate --face); a store that has one keeps it",
     )
     p.add_argument("--overwrite", action="store_true", help="redo sequences already in the store")
-    p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_summary_arguments(p)
     seed = p.add_argument_group("seed-npy")
     seed.add_argument(
         "--gemma-features-dir", "--gemma_features_dir", metavar="DIR", help="same as SOURCE"
