@@ -31,8 +31,23 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"encoder    {enc.get('model_id', '-')}  dim={enc.get('feature_dim', '-')}  pooling={enc.get('pooling', '-')}"
     )
+    for name, f in info["feature_sets"].items():
+        print(
+            f"features   {name:<14} {f['encoder']}  fingerprint {f['fingerprint']}  width {f['width']}"
+            f"  videos {f['videos']}  failures {f['failures']}  ({f['stored']})"
+        )
     print(
         f"classes    {info['num_classes']}   failures {info['failures']}   segments {info['segments']}"
+    )
+    return 0
+
+
+def _drop_features(args: argparse.Namespace) -> int:
+    store = open_store(args.store, "r+", storage_options=args.storage_options)
+    result = store.drop_feature_set(args.name)
+    print(
+        f"dropped feature set {args.name!r} ({result['rows']} rows; "
+        f"removed {result['segments_removed']} segment(s))"
     )
     return 0
 
@@ -156,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_compact)
+
+    p = sub.add_parser(
+        "drop-features",
+        help="remove a feature set (an added one; base gemma's bytes go at the next compact)",
+    )
+    p.add_argument("store")
+    p.add_argument("name", help="the feature set's name (featurestore info lists them)")
+    p.set_defaults(func=_drop_features)
 
     from .extract.cli import add_subcommands  # a broken install must fail here, not hide populate
 

@@ -104,3 +104,23 @@ def test_cli_reaches_s3_with_storage_option_flags(s3, rng, monkeypatch, capsys):
     assert main([*flags, "ls", url]) == 0
     assert "v0" in capsys.readouterr().out
     assert main([*flags, "verify", url]) == 0
+
+
+def test_feature_set_added_read_compacted_and_dropped_on_s3(store_url, rng):
+    store = create_store(store_url, small_schema(), block_size=4)
+    with store.writer() as w:
+        for i in range(6):
+            w.put(f"v{i}", random_video(rng), label=0)
+    rows = {v: rng.standard_normal((4, 6)).astype(np.float16) for v in store.ids()}
+    store.add_feature_set("siglip", {"model_id": "test-siglip"}, (4, 6))
+    with store.feature_writer("siglip") as w:
+        for vid, row in rows.items():
+            w.put(vid, row)
+    reader = open_store(store_url, "r+")
+    batch = reader.get_many(reader.ids(), ["landmarks", "siglip"])
+    np.testing.assert_array_equal(batch.arrays["siglip"], [rows[v] for v in batch.ids])
+    np.testing.assert_array_equal(reader.get("v3", ["siglip"]).arrays["siglip"], rows["v3"])
+    reader.compact()
+    assert reader.verify() == [] and reader.feature_ids("siglip") == set(rows)
+    reader.drop_feature_set("siglip")
+    assert "siglip" not in open_store(store_url).schema.all_streams

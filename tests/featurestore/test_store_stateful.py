@@ -1,4 +1,5 @@
-"""Random sequences of put / overwrite / flush / get / reopen / compact against a dict model."""
+"""Random sequences of put / overwrite / flush / get / reopen / compact, and of adding,
+reading and dropping a feature set, against a dict model."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from featurestore import InvalidVideoError, create_store, open_store
+from featurestore import InvalidVideoError, SchemaMismatchError, create_store, open_store
 from tests.helpers import small_schema
 
 IDS = st.sampled_from([f"id{i}" for i in range(12)])
+FEATURE = "extra"
+ENCODERS = st.sampled_from([{"model_id": "enc-a", "seed": 1}, {"model_id": "enc-b", "seed": 2}])
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -28,6 +31,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.writer = self.store.writer()
         self.committed: dict[str, tuple[int, int]] = {}  # id -> (seed, label)
         self.buffered: dict[str, tuple[int, int]] = {}
+        self.encoder: dict | None = None  # the added set's encoder, None while it is absent
+        self.features: dict[str, int] = {}  # id -> seed of its row in the added set
 
     def teardown(self):
         self.writer.close()
@@ -92,10 +97,54 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.compact()
         self.writer = self.store.writer()
 
+    @staticmethod
+    def feature_row(seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((4, 6)).astype(np.float16)
+
+    @precondition(lambda self: bool(self.committed))
+    @rule(data=st.data(), encoder=ENCODERS, seed=st.integers(0, 10**6))
+    def add_feature(self, data, encoder, seed):
+        if self.encoder is not None and encoder != self.encoder:
+            with pytest.raises(SchemaMismatchError, match=FEATURE):
+                self.store.add_feature_set(FEATURE, encoder, (4, 6))
+            return
+        self.store.add_feature_set(FEATURE, encoder, (4, 6))
+        self.encoder = encoder
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.committed)), unique=True))
+        with self.store.feature_writer(FEATURE, overwrite=True, block_size=2) as w:
+            for i, vid in enumerate(ids):
+                w.put(vid, self.feature_row(seed + i))
+                self.features[vid] = seed + i
+
+    @precondition(lambda self: self.encoder is not None)
+    @rule()
+    def drop_feature(self):
+        self.store.drop_feature_set(FEATURE)
+        self.encoder, self.features = None, {}
+
+    @precondition(lambda self: bool(self.features))
+    @rule(data=st.data())
+    def get_feature(self, data):
+        vid = data.draw(st.sampled_from(sorted(self.features)))
+        self.store.refresh()
+        video = self.store.get(vid, ["landmarks", FEATURE])
+        np.testing.assert_array_equal(video.arrays[FEATURE], self.feature_row(self.features[vid]))
+        seed, _ = self.committed[vid]
+        np.testing.assert_array_equal(video.arrays["landmarks"], self.arrays(seed)["landmarks"])
+
     @invariant()
     def visible_ids_match_model(self):
         fresh = open_store(self.url)
         assert fresh.ids() == sorted(self.committed)
+        if self.encoder is None:
+            assert FEATURE not in fresh.schema.all_streams
+        else:
+            assert fresh.ids(streams=[FEATURE]) == sorted(self.features)
+            batches = list(fresh.iter_batches(batch_size=5, streams=[FEATURE, "gemma"]))
+            got = {v: b.arrays[FEATURE][i] for b in batches for i, v in enumerate(b.ids)}
+            assert sorted(got) == sorted(self.features)
+            for vid, row in got.items():
+                np.testing.assert_array_equal(row, self.feature_row(self.features[vid]))
 
 
 class HDF5StoreMachine(StoreMachine):
