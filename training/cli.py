@@ -55,6 +55,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers per process")
     p.add_argument("--window-rows", type=int, default=d.window_rows, help="rows shuffled together")
+    p.add_argument(
+        "--data-in-memory",
+        choices=["auto", "on", "off"],
+        default=d.data_in_memory,
+        help="hold the splits in RAM and run epochs from there, same order as streaming "
+        "(auto: when they take <= 25%% of available memory)",
+    )
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     p.add_argument(

@@ -37,6 +37,9 @@ class TrainConfig:
     workers: int = 2
     window_rows: int = 512
     """Rows shuffled together (the seeded shuffle buffer); also the unit of reads."""
+    data_in_memory: str = "auto"
+    """auto | on | off: read the train and val splits into memory once and cut every epoch
+    from there (same order as streaming); auto when they take <= 25% of available memory."""
     augment: bool = True
     amp: bool = True
     max_steps: int | None = None

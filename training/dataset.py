@@ -140,9 +140,8 @@ class StoreWindows(IterableDataset):
         }
         return ids, labels, arrays
 
-    @staticmethod
     def _usable(
-        ids: list[str], labels: np.ndarray, arrays: dict[str, np.ndarray]
+        self, ids: list[str], labels: np.ndarray, arrays: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, str]]:
         """Indices of rows fit to train on, and why the others are not."""
         ok = labels >= 0

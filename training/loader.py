@@ -12,13 +12,22 @@ from torch.utils.data import DataLoader
 
 from training.augment import Augmenter
 from training.dataset import StoreWindows
+from training.in_memory import SplitInMemory
 from training.plan import plan_epoch, rank_windows
 
 if TYPE_CHECKING:
     from featurestore import FeatureStore
 
 #: Modules the forkserver imports once, so each worker starts with a fork, not an import.
-_PRELOAD = ["torch", "numpy", "zarr", "h5py", "featurestore", "training.dataset"]
+_PRELOAD = [
+    "torch",
+    "numpy",
+    "zarr",
+    "h5py",
+    "featurestore",
+    "training.dataset",
+    "training.in_memory",
+]
 
 
 class StoreLoader:
@@ -30,6 +39,9 @@ class StoreLoader:
     inherited, and preloaded imports keep start-up quick), and persist across epochs.
     Memory stays near workers x prefetch_factor x window_rows rows, whatever the store's
     size. Iterate it once at a time: a new iteration restarts the workers' stream.
+
+    `in_memory`: read the split once into (shared) memory and cut every epoch from there,
+    in the same order (`training.in_memory`); memory then holds the split as well.
     """
 
     def __init__(
@@ -49,20 +61,23 @@ class StoreLoader:
         mp_context: str | None = "forkserver",
         pin_memory: bool = False,
         prefetch_factor: int = 2,
+        in_memory: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         streams = list(store.schema.streams) if streams is None else list(streams)
-        self.dataset = StoreWindows(
-            store,
-            split,
-            streams,
+        windows: dict[str, Any] = dict(
             window_rows=window_rows,
             seed=seed,
             shuffle=shuffle,
             augmenter=augmenter,
             rank=rank,
             world_size=world_size,
+        )
+        self.dataset: StoreWindows = (
+            SplitInMemory(store, split, streams, shared=num_workers > 0, **windows)
+            if in_memory
+            else StoreWindows(store, split, streams, **windows)
         )
         self.split, self.batch_size, self.streams = split, batch_size, streams
         self.num_workers, self.pin_memory, self.prefetch_factor = (

@@ -36,6 +36,7 @@ from training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from training.in_memory import hold_in_memory
 from training.loader import StoreLoader
 from training.metrics import Tally, append_jsonl, read_jsonl
 from training.plots import plot_history
@@ -170,7 +171,17 @@ class Trainer:
             if cfg.augment
             else None
         )
+        val_split = cfg.val_split if self.split_report.val_rows else None
+        splits = [cfg.train_split, *([val_split] if val_split is not None else [])]
+        try:
+            in_memory, why = hold_in_memory(
+                cfg.data_in_memory, self.store, splits, self.streams, cfg.workers
+            )
+        except MemoryError as exc:
+            raise DataError(str(exc)) from exc
+        self.log(f"data: {' and '.join(splits)} {why}")
         common: dict[str, Any] = dict(
+            in_memory=in_memory,
             streams=self.streams,
             window_rows=cfg.window_rows,
             seed=cfg.seed,
@@ -185,8 +196,8 @@ class Trainer:
             self.store, cfg.train_split, per_rank, augmenter=augmenter, **common
         )
         self.val_loader = (
-            StoreLoader(self.store, cfg.val_split, per_rank, shuffle=False, **common)
-            if self.split_report.val_rows and cfg.val_split is not None
+            StoreLoader(self.store, val_split, per_rank, shuffle=False, **common)
+            if val_split is not None
             else None
         )
 
