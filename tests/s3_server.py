@@ -18,6 +18,8 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tests.processes import free_port, stop
+
 KEY, SECRET, REGION = "testing", "testing", "us-east-1"
 
 
@@ -57,12 +59,6 @@ class S3Server:
         return name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _shared: S3Server | None = None
 
 
@@ -98,7 +94,7 @@ def threaded_s3_server():
 @contextmanager
 def process_s3_server(timeout_s: float = 30.0):
     """moto's server in a child process (its own GIL), stopped on exit."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -117,9 +113,4 @@ def process_s3_server(timeout_s: float = 30.0):
                 time.sleep(0.1)
         yield S3Server(f"http://127.0.0.1:{port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)

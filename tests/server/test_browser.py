@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from featurestore import open_store
 from featurestore.extract import ClipExtractor, synthesize
+from tests.processes import free_port, stop
 from tests.server.builders import build_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -66,12 +66,6 @@ def to_y4m(src: Path, dst: Path, width: int = 360, fps: int = 30) -> Path:
 
 def tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +126,7 @@ def site(tmp_path_factory):
         yield {"base": base, "camera": camera, "root": root, "shots": shots,
                "videos": len(rows), "real": WEBCAM_CLIP.exists(), "classes": len(schema.labels)}  # fmt: skip
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=20)
         log.close()
 
 

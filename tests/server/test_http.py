@@ -6,7 +6,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.processes import free_port
 from tests.server.builders import ENCODER, build_checkpoint, tiny_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +68,6 @@ def healthcheck(port: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "ASL_PORT": str(port)}
     cmd = [sys.executable, "-m", "server.healthcheck"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_real_uvicorn_serves_over_http(served):
