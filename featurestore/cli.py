@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -131,6 +132,16 @@ def _option_value(text: str):
         return text
 
 
+def _store_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    """``featurestore NAME STORE ...``: a subcommand on one store, run by ``func``."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("store")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featurestore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"featurestore {__version__}")
@@ -144,41 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="summary of a store")
-    p.add_argument("store")
+    p = _store_command(sub, "info", _info, "summary of a store")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_info)
 
-    p = sub.add_parser("ls", help="list video ids (and split, label, gloss)")
-    p.add_argument("store")
+    p = _store_command(sub, "ls", _ls, "list video ids (and split, label, gloss)")
     p.add_argument("--split")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_ls)
 
-    p = sub.add_parser("get", help="one video's metadata, or a stream as .npy")
-    p.add_argument("store")
+    p = _store_command(sub, "get", _get, "one video's metadata, or a stream as .npy")
     p.add_argument("video_id")
     p.add_argument("--stream", help="only this stream (written as .npy to --out or a piped stdout)")
     p.add_argument("--out", help="write .npy (one stream) or .npz (all streams)")
-    p.set_defaults(func=_get)
 
-    p = sub.add_parser("verify", help="read back every video; exit 1 on any problem")
-    p.add_argument("store")
+    p = _store_command(sub, "verify", _verify, "read back every video; exit 1 on any problem")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_verify)
 
-    p = sub.add_parser("compact", help="merge segments (run while no writer is running)")
-    p.add_argument("store")
+    p = _store_command(sub, "compact", _compact, "merge segments (run while no writer is running)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_compact)
 
-    p = sub.add_parser(
+    p = _store_command(
+        sub,
         "drop-features",
-        help="remove a feature set (an added one; base gemma's bytes go at the next compact)",
+        _drop_features,
+        "remove a feature set (an added one; base gemma's bytes go at the next compact)",
     )
-    p.add_argument("store")
     p.add_argument("name", help="the feature set's name (featurestore info lists them)")
-    p.set_defaults(func=_drop_features)
 
     from .extract.cli import add_subcommands  # a broken install must fail here, not hide populate
 
