@@ -98,18 +98,19 @@ class StoreWindows(IterableDataset):
     ) -> dict:
         """Read a window's rows, drop unusable rows, shuffle, augment, skip `skip` rows."""
         epoch = self.epoch if epoch is None else epoch
-        ids, labels, arrays = self._read(window)
+        ids, labels, arrays, source = self._read(window)
         keep, skipped = self._usable(ids, labels, arrays)
         order = keep[self._permutation(window, len(keep), epoch)]
         ids = [ids[i] for i in order]
         labels = labels[order]
         if self.augmenter is not None and len(ids):
-            arrays = self.augmenter(arrays, rng_for(self.seed, epoch, 2, window.index), rows=order)
+            rng = rng_for(self.seed, epoch, 2, window.index)
+            arrays = self.augmenter(arrays, rng, rows=source[order])
             item: dict[str, Any] = {
                 s: torch.from_numpy(np.ascontiguousarray(a[skip:])) for s, a in arrays.items()
             }
         else:
-            rows = torch.from_numpy(order[skip:])
+            rows = torch.from_numpy(source[order[skip:]])
             item = {s: _gather_shared(torch.from_numpy(a), rows) for s, a in arrays.items()}
         item.update(
             window=local_index,
@@ -119,8 +120,11 @@ class StoreWindows(IterableDataset):
         )
         return item
 
-    def _read(self, window: Window) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
-        """One contiguous read per piece and stream."""
+    def _read(
+        self, window: Window
+    ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """One contiguous read per piece and stream: the window's ids and labels, arrays
+        holding its rows, and where each id's row sits in them (here: in order)."""
         parts = []
         for piece in window.pieces:
             b = piece.block
@@ -138,7 +142,7 @@ class StoreWindows(IterableDataset):
             else np.concatenate([p.arrays[s] for p in parts])
             for s in self.streams
         }
-        return ids, labels, arrays
+        return ids, labels, arrays, np.arange(len(ids))
 
     def _usable(
         self, ids: list[str], labels: np.ndarray, arrays: dict[str, np.ndarray]

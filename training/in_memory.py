@@ -168,22 +168,25 @@ class SplitInMemory(StoreWindows):
             pos += n
         return arrays, labels, unusable
 
-    def _read(self, window: Window) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
-        """The window's rows, gathered from memory in the order streaming reads them."""
-        index = np.concatenate(
+    def _read(
+        self, window: Window
+    ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """The window's ids and labels, and the whole split with each id's row in it: the
+        batch is then gathered once, straight from the split."""
+        source = np.concatenate(
             [
                 np.arange(p.start, p.stop) + self._start[p.block.segment, p.block.block]
                 for p in window.pieces
             ]
         )
-        rows = torch.from_numpy(index)
-        arrays = {s: self.arrays[s].index_select(0, rows).numpy() for s in self.streams}
-        return window.video_ids, self.labels[index], arrays
+        arrays = {s: self.arrays[s].numpy() for s in self.streams}
+        return window.video_ids, self.labels[source], arrays, source
 
     def _usable(
         self, ids: list[str], labels: np.ndarray, arrays: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, str]]:
-        """As streaming decides, from the verdicts taken when the split was read."""
+        """As streaming decides, from the verdicts taken when the split was read (`arrays`
+        is the whole split here)."""
         skipped = {v: self.unusable[v] for v in ids if v in self.unusable}
         keep = [i for i, v in enumerate(ids) if v not in skipped]
         return np.asarray(keep, dtype=np.int64), skipped
