@@ -34,6 +34,14 @@ def run(store, out, **kw) -> dict:
     return train(TrainConfig(store=store, out=str(out), **{**FAST, **kw}))
 
 
+def put_video(store, video_id: str, label: int, gloss: str, split: str, seed: int = 0) -> None:
+    """One more video of class ``label`` (T = 4, dim 16) beside those make_store wrote."""
+    rng = np.random.default_rng(seed)
+    arrays = class_video(rng, label, 4, 16, rng.normal(size=(10, 16)))
+    with store.writer() as w:
+        w.put(video_id, arrays, label=label, gloss=gloss, split=split)
+
+
 def test_reaches_90_percent_val_top1_on_10_classes_and_writes_outputs(store_url, tmp_path, capsys):
     out = tmp_path / "run"
     result = run(store_url, out, epochs=10, hidden_dim=64)
@@ -165,15 +173,7 @@ def test_classes_in_val_missing_from_train_are_warned_and_reported(tmp_path, cap
     url = tmp_path / "gap.zarr"
     store = make_store(url, classes=4, per_class={"train": 2, "val": 1})
     store.set_labels({4: "only-in-val"})
-    rng = np.random.default_rng(0)
-    with store.writer() as w:
-        w.put(
-            "val-extra",
-            class_video(rng, 1, 4, 16, rng.normal(size=(5, 16))),
-            label=4,
-            gloss="only-in-val",
-            split="val",
-        )
+    put_video(store, "val-extra", 4, "only-in-val", "val")
     run(str(url), tmp_path / "out", epochs=1)
     assert "only-in-val" in capsys.readouterr().out
     report = load_checkpoint(tmp_path / "out" / "last.pt").metrics["split_report"]
@@ -259,15 +259,7 @@ def test_torchrun_two_processes_on_cpu_agree_with_one(tmp_path):
     step per epoch to keep DDP in lockstep."""
     store_url = str(tmp_path / "odd.zarr")
     store = make_store(store_url, classes=10, per_class={"train": 8, "val": 4})
-    rng = np.random.default_rng(1)
-    with store.writer() as w:
-        w.put(
-            "train-extra",
-            class_video(rng, 2, 4, 16, rng.normal(size=(10, 16))),
-            label=2,
-            gloss="sign2",
-            split="train",
-        )
+    put_video(store, "train-extra", 2, "sign2", "train", seed=1)
     args = ["--store", store_url, "--epochs", "8", "--batch-size", "16", "--hidden-dim", "64",
             "--dropout", "0.1", "--workers", "1", "--window-rows", "20", "--no-progress"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
