@@ -1,6 +1,12 @@
 """The hybrid sign classifier on frozen-encoder features and landmarks (torch only)."""
 
-from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fingerprint_diff,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.config import FUSION_TYPES, MODALITIES, ModelConfig
 from model.hybrid import HybridASLModel, count_parameters, parameter_breakdown
 from model.inputs import (
@@ -8,6 +14,7 @@ from model.inputs import (
     INPUT_STREAMS,
     LANDMARK_MASK_STREAM,
     LANDMARKS_STREAM,
+    input_streams,
     model_inputs,
 )
 from model.landmarks import landmark_features, signer_features
@@ -24,6 +31,8 @@ __all__ = [
     "HybridASLModel",
     "ModelConfig",
     "count_parameters",
+    "fingerprint_diff",
+    "input_streams",
     "landmark_features",
     "load_checkpoint",
     "model_inputs",

@@ -1,9 +1,12 @@
 """One-file checkpoints: weights plus everything needed to use them without the store
-(config, label map, encoder fingerprint, landmark layout, T, stream specs, training
-args, metrics), so a server can refuse features from another encoder."""
+(config, label map, the feature set read and its encoder fingerprint, landmark layout, T,
+stream specs, training args, metrics), so a server can refuse features from another
+encoder."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.hybrid import HybridASLModel
+from model.inputs import GEMMA_STREAM, input_streams
 
 FORMAT = "signstore-checkpoint"
 FORMAT_VERSION = 2
@@ -33,6 +37,7 @@ class Checkpoint:
     config: ModelConfig
     labels: dict[int, str]
     encoder: dict
+    """Encoder fingerprint of the feature set the model reads ({} for landmarks only)."""
     landmark_layout: dict | None
     num_frames: int
     streams: dict[str, dict]
@@ -41,13 +46,77 @@ class Checkpoint:
     state: dict = field(default_factory=dict)
     """Training state for resume (optimizer, scheduler, step, loader position); empty in
     checkpoints meant only for inference."""
+    features: str | None = GEMMA_STREAM
+    """The feature set feeding the visual input (None: a landmarks-only model). Files
+    from before feature sets have no such field and mean `gemma`, whose fingerprint is
+    the store-level encoder's."""
+
+    @property
+    def input_streams(self) -> list[str]:
+        """The store streams the model reads: its feature set, then the landmark streams."""
+        return [s for s in input_streams(self.features) if s in self.streams]
 
     def check_store(self, store) -> None:
-        """Raise if `store` (a featurestore.FeatureStore) holds features of another encoder,
-        another T or other stream shapes. Duck-typed so the model package needs no store."""
-        store.check_compatible(
-            encoder=self.encoder, num_frames=self.num_frames, streams=self.streams
+        """CheckpointError unless `store` (a featurestore.FeatureStore) holds this model's
+        feature set with the same encoder fingerprint, the same T and the same stream
+        shapes. Duck-typed so the model package needs no store."""
+        problems = store_problems(self, store.schema)
+        if problems:
+            raise CheckpointError(
+                f"store {store.url} is incompatible with the checkpoint: " + "; ".join(problems)
+            )
+
+
+def store_problems(ckpt: Checkpoint, schema: Any) -> list[str]:
+    """What keeps `ckpt` from reading a store of this schema (a featurestore.StoreSchema)."""
+    problems = []
+    if int(schema.num_frames) != int(ckpt.num_frames):
+        problems.append(
+            f"num_frames (T): store has {schema.num_frames}, checkpoint expects {ckpt.num_frames}"
         )
+    name, have_sets = ckpt.features, schema.feature_names()
+    if name is not None and name not in have_sets:
+        problems.append(
+            f"feature set {name!r}: missing from the store (its feature sets: {have_sets or 'none'})"
+        )
+    elif name is not None:
+        diff = fingerprint_diff(schema.fingerprint(name), ckpt.encoder)
+        if diff:
+            problems.append(f"feature set {name!r}: encoder fingerprint differs ({diff})")
+    for stream, want in ckpt.streams.items():
+        if stream == name and name not in have_sets:
+            continue  # said above
+        try:
+            have = schema.spec(stream)
+        except KeyError:
+            problems.append(f"stream {stream!r}: missing from the store")
+            continue
+        if list(have.shape) != list(want["shape"]) or str(have.dtype) != str(want["dtype"]):
+            problems.append(
+                f"stream {stream!r}: store has {tuple(have.shape)} {have.dtype}, "
+                f"checkpoint expects {tuple(want['shape'])} {want['dtype']}"
+            )
+    return problems
+
+
+def fingerprint_digest(fingerprint: dict) -> str:
+    """12 hex characters naming a fingerprint; the same digest `featurestore info` shows
+    (a test checks they agree)."""
+    canon = json.dumps(fingerprint or {}, sort_keys=True, default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:12]
+
+
+def fingerprint_diff(store_fp: dict, other_fp: dict, other: str = "checkpoint") -> str:
+    """'' when equal; else both digests and the fields that differ."""
+    if fingerprint_digest(store_fp) == fingerprint_digest(other_fp):
+        return ""
+    fields = [
+        f"{k}: store {store_fp.get(k)!r}, {other} {other_fp.get(k)!r}"
+        for k in sorted(set(store_fp) | set(other_fp))
+        if store_fp.get(k) != other_fp.get(k)
+    ]
+    digests = f"store {fingerprint_digest(store_fp)}, {other} {fingerprint_digest(other_fp)}"
+    return digests + ": " + "; ".join(fields[:6])
 
 
 def _unwrap(model: nn.Module) -> HybridASLModel:
@@ -70,8 +139,10 @@ def save_checkpoint(
     train_args: dict | None = None,
     metrics: dict | None = None,
     state: dict | None = None,
+    features: str | None = GEMMA_STREAM,
 ) -> Path:
-    """Write atomically (temp file + rename): a crash mid-save leaves the old file intact."""
+    """Write atomically (temp file + rename): a crash mid-save leaves the old file intact.
+    `features` names the feature set the model reads, `encoder` is its fingerprint."""
     bare = _unwrap(model)
     payload = {
         "format": FORMAT,
@@ -79,6 +150,7 @@ def save_checkpoint(
         "config": bare.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
         "labels": {int(k): str(v) for k, v in labels.items()},
+        "features": features,
         "encoder": dict(encoder or {}),
         "landmark_layout": landmark_layout,
         "num_frames": int(num_frames),
@@ -143,4 +215,10 @@ def load_checkpoint(
         train_args=payload.get("train_args", {}),
         metrics=payload.get("metrics", {}),
         state=payload.get("state", {}),
+        features=payload["features"] if "features" in payload else _legacy_features(payload),
     )
+
+
+def _legacy_features(payload: dict) -> str | None:
+    """A file from before feature sets read base `gemma`, if it read features at all."""
+    return GEMMA_STREAM if GEMMA_STREAM in payload.get("streams", {}) else None

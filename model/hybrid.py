@@ -11,7 +11,7 @@ from torch import nn
 from model.config import ModelConfig
 from model.encoders import LandmarkEncoder, SignerEncoder, VisualProjection, safe_pad
 from model.fusion import FUSIONS, SingleStream
-from model.inputs import model_inputs
+from model.inputs import GEMMA_STREAM, model_inputs
 
 COMPONENTS = ("visual_projection", "landmark_encoder", "fusion", "classifier")
 
@@ -80,10 +80,13 @@ class HybridASLModel(nn.Module):
             landmark = self.landmark_encoder(landmarks, landmark_mask, pad)
         return self.classifier(self.fusion(visual, landmark))
 
-    def forward_batch(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward_batch(
+        self, batch: Mapping[str, torch.Tensor], visual: str | None = GEMMA_STREAM
+    ) -> torch.Tensor:
         """Logits for a batch keyed by stream name, as the loader and the store give it
-        (extra keys such as "label" are ignored); see `model.inputs.model_inputs`."""
-        return self(**model_inputs(batch))
+        (extra keys such as "label" are ignored), with feature set `visual` as the visual
+        input; see `model.inputs.model_inputs`."""
+        return self(**model_inputs(batch, visual))
 
     def set_feature_statistics(self, mean, std) -> None:
         """Standardise frozen-encoder features with these per-dimension statistics (each

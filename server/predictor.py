@@ -15,8 +15,8 @@ from typing import cast
 import numpy as np
 import torch
 
-from featurestore import GEMMA_STREAM, FeatureStore
-from model import INPUT_STREAMS, Checkpoint
+from featurestore import FeatureStore
+from model import Checkpoint
 
 from .cache import FeatureCache
 from .metrics import Metrics
@@ -46,7 +46,8 @@ class Ranked:
 
 
 class Predictor:
-    """Reads the streams the checkpoint was trained on and runs its model."""
+    """Reads the streams the checkpoint was trained on (its feature set and the
+    landmarks) and runs its model."""
 
     def __init__(
         self,
@@ -58,7 +59,8 @@ class Predictor:
         self.model = checkpoint.model.eval()
         self.labels = checkpoint.labels
         self.num_classes = checkpoint.config.num_classes
-        self.streams = [s for s in INPUT_STREAMS if s in checkpoint.streams]
+        self.visual = checkpoint.features
+        self.streams = checkpoint.input_streams
         self.store = store
         self.cache = cache if cache is not None else FeatureCache(0)
         self.metrics = metrics
@@ -99,10 +101,10 @@ class Predictor:
             s: torch.from_numpy(np.ascontiguousarray(arrays[s])).to(self.device)
             for s in self.streams
         }
-        if GEMMA_STREAM in inputs:
-            inputs[GEMMA_STREAM] = inputs[GEMMA_STREAM].float()  # stored as float16
+        if self.visual is not None:
+            inputs[self.visual] = inputs[self.visual].float()  # stored as float16
         with torch.inference_mode():
-            logits = self.model.forward_batch(inputs)
+            logits = self.model.forward_batch(inputs, self.visual)
         return logits.float().softmax(dim=-1).cpu()
 
     def rank(self, probs: torch.Tensor, top_k: int) -> list[Ranked]:

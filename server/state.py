@@ -45,10 +45,11 @@ def open_resources(settings: Settings) -> tuple[FeatureStore, Checkpoint]:
 
 
 def check_match(store: FeatureStore, checkpoint: Checkpoint, name: str = "checkpoint") -> None:
-    """A model must only ever see features of the encoder, T and streams it was trained on."""
+    """A model must only ever see features of the encoder, T and streams it was trained on:
+    the store must hold its feature set, made by the same encoder (same fingerprint)."""
     try:
         checkpoint.check_store(store)
-    except SchemaMismatchError as exc:
+    except (CheckpointError, SchemaMismatchError) as exc:
         raise StartupError(
             f"refusing to serve: {name} does not match store {store.url}: {exc}. "
             "Serve the checkpoint with the store it was trained on, or retrain on this store."
@@ -70,6 +71,8 @@ class ServingState:
     model_executor: ThreadPoolExecutor
     io_executor: ThreadPoolExecutor
     ids_by_split: dict[str | None, list[str]] = field(default_factory=dict)
+    holding: set[str] | None = None
+    """Videos holding every stream the model reads, computed once (see `lacking`)."""
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -87,6 +90,12 @@ class ServingState:
         if split not in self.ids_by_split:
             self.ids_by_split[split] = self.store.ids(split)
         return self.ids_by_split[split]
+
+    def lacking(self, video_ids: list[str]) -> list[str]:
+        """Stored videos without the model's feature set (not yet added to them)."""
+        if self.holding is None:
+            self.holding = set(self.store.ids(streams=self.predictor.streams))
+        return [v for v in video_ids if v not in self.holding]
 
 
 def build_state(
@@ -113,7 +122,7 @@ def build_state(
         cache=cache,
         predictor=predictor,
         batcher=batcher,
-        uploads=UploadExtractor(settings, store, metrics),
+        uploads=UploadExtractor(settings, store, metrics, checkpoint.features),
         model_executor=model_executor,
         io_executor=ThreadPoolExecutor(settings.io_threads, thread_name_prefix="store-io"),
     )

@@ -1,4 +1,5 @@
-"""Uploaded clips: limits, then decode and extract with the store's own encoder.
+"""Uploaded clips: limits, then decode and extract with the store's own encoder: the one
+that made the feature set the model reads (`extractor_for`).
 
 Extraction is CPU/GPU heavy and not thread-safe (MediaPipe), so it runs in one dedicated
 thread, never on the event loop; a bounded number of uploads may wait for it, the rest get
@@ -25,7 +26,14 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 
-from featurestore import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, FeatureStore
+from featurestore import (
+    GEMMA_STREAM,
+    LANDMARK_MASK_STREAM,
+    LANDMARKS_STREAM,
+    FeatureStore,
+    SchemaMismatchError,
+)
+from model import fingerprint_diff
 
 from .metrics import Metrics
 from .settings import Settings
@@ -75,13 +83,54 @@ def _reason(exc: Exception, path: str) -> str:
     return str(exc).replace(f"'{path}'", "upload").replace(path, "upload")
 
 
-class UploadExtractor:
-    """Owns the clip extractor (loaded in the background) and its single thread."""
+def extractor_for(store: FeatureStore, features: str | None, device: str) -> ClipExtractor:
+    """The extraction that made the streams a model reads: the store's landmarks and the
+    encoder of its feature set `features` (base gemma, or None: the store's own encoder).
+    SchemaMismatchError naming the set when its encoder cannot be rebuilt exactly (weights
+    not here, another revision...): uploads would then get features from another encoder."""
+    from featurestore.extract import ClipExtractor
 
-    def __init__(self, settings: Settings, store: FeatureStore, metrics: Metrics) -> None:
+    schema = store.schema
+    if features is None or features not in schema.feature_sets:
+        return ClipExtractor.for_store(store, device=device)
+    fp, spec = schema.fingerprint(features), schema.spec(features)
+    extractor = ClipExtractor(
+        encoder=fp.get("model_id"),
+        num_frames=schema.num_frames,
+        device=device,
+        landmarks=LANDMARKS_STREAM in schema.streams,
+        face="face" in (schema.landmark_layout or {}).get("parts", []),
+        pooling=fp.get("pooling", "mean_soft_tokens"),
+        dtype=fp.get("dtype"),
+        revision=fp.get("revision"),
+        gemma_dtype=spec.dtype,
+    )
+    diff = fingerprint_diff(fp, extractor.fingerprint, "rebuilt")
+    if diff or extractor.streams[GEMMA_STREAM] != spec:
+        raise SchemaMismatchError(
+            f"feature set {features!r} of store {store.url}: the encoder rebuilt from it has "
+            f"another encoder fingerprint ({diff or extractor.streams[GEMMA_STREAM]})"
+        )
+    landmarks = {k: v for k, v in extractor.streams.items() if k != GEMMA_STREAM}
+    store.check_compatible(num_frames=extractor.num_frames, streams=landmarks)
+    return extractor
+
+
+class UploadExtractor:
+    """Owns the clip extractor (loaded in the background) and its single thread.
+    `features`: the feature set the model reads; uploads get that stream from its encoder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        metrics: Metrics,
+        features: str | None = GEMMA_STREAM,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.visual = features or GEMMA_STREAM
         self.status = "loading" if settings.upload_enabled else "disabled"
         self._extractor: ClipExtractor | None = None
         self._landmarks: LandmarkExtractor | None = (
@@ -96,9 +145,7 @@ class UploadExtractor:
 
     def _load(self) -> None:
         try:
-            from featurestore.extract import ClipExtractor
-
-            self._extractor = ClipExtractor.for_store(self.store, device=self.settings.device)
+            self._extractor = extractor_for(self.store, self.visual, self.settings.device)
             self.status = "ready"
         except Exception as exc:  # the id routes still work; uploads say why they cannot
             self.status = f"unavailable: {type(exc).__name__}: {exc}"
@@ -149,9 +196,8 @@ class UploadExtractor:
         return out
 
     def _features(self, frames: np.ndarray, timings: dict[str, float]) -> dict[str, np.ndarray]:
-        """The store's streams for uint8 RGB frames (T, H, W, 3), as ClipExtractor writes
-        them, timing the encoder and the landmarks apart. Runs on the extraction thread."""
-        from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
+        """The model's streams for uint8 RGB frames (T, H, W, 3), as ClipExtractor writes
+        them (the encoder's under the feature set's name), timing the encoder and the landmarks apart. Runs on the extraction thread."""
         from featurestore.extract import LandmarkExtractor
 
         ex, out = self._extractor, {}
@@ -159,7 +205,7 @@ class UploadExtractor:
         t0 = time.perf_counter()
         if ex.encoder is not None:
             dtype = ex.streams[GEMMA_STREAM].dtype
-            out[GEMMA_STREAM] = ex.encoder.encode(frames).astype(dtype)
+            out[self.visual] = ex.encoder.encode(frames).astype(dtype)
         t1 = time.perf_counter()
         if ex.layout is not None:
             if self._landmarks is None:

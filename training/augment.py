@@ -78,10 +78,13 @@ class Augmenter:
         part_names: Sequence[str] = (),
         part_sizes: Sequence[int] = (),
         feature_std: np.ndarray | None = None,
+        visual: str | None = GEMMA_STREAM,
     ):
         """``feature_std`` (D,): the encoder features' per-dimension std over the training
-        split (the model standardises with it); it scales the noise."""
+        split (the model standardises with it); it scales the noise. ``visual``: the
+        feature set's stream name (the model's visual input)."""
         self.config = config
+        self.visual = visual
         self.feature_std = None if feature_std is None else torch.as_tensor(feature_std).float()
         self.part_sizes = tuple(part_sizes)
         self.k_perm, self.p_perm = mirror_permutations(part_names, part_sizes)
@@ -105,8 +108,8 @@ class Augmenter:
             arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM] = self._landmarks(
                 arrays[LANDMARKS_STREAM], arrays[LANDMARK_MASK_STREAM], rng
             )
-        if GEMMA_STREAM in arrays:
-            arrays[GEMMA_STREAM] = self._gemma(arrays[GEMMA_STREAM], rng)
+        if self.visual is not None and self.visual in arrays:
+            arrays[self.visual] = self._gemma(arrays[self.visual], rng)
         return arrays
 
     def _time_index(self, n: int, t: int, rng: np.random.Generator) -> np.ndarray:

@@ -42,6 +42,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim)
     p.add_argument("--fusion-type", choices=["concat", "attention", "gated"], default=d.fusion_type)
     p.add_argument("--modalities", choices=["both", "landmarks", "visual"], default=d.modalities)
+    p.add_argument(
+        "--features",
+        default=d.features,
+        metavar="NAME",
+        help="the store's feature set for the visual input: gemma, or one added with "
+        "'featurestore populate --add-features NAME' (default: %(default)s)",
+    )
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument(
         "--gemma-dim",

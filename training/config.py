@@ -28,6 +28,10 @@ class TrainConfig:
     hidden_dim: int = 256
     fusion_type: str = "concat"
     modalities: str = "both"
+    features: str = "gemma"
+    """The store's feature set feeding the visual input: base `gemma` or one added with
+    `featurestore populate --add-features NAME`; only videos holding it are read.
+    Unused with modalities "landmarks"."""
     dropout: float = 0.3
     gemma_dim: int | None = None
     device: str | None = None

@@ -48,7 +48,7 @@ class StoreWindows(IterableDataset):
         self.window_rows, self.seed, self.shuffle = window_rows, seed, shuffle
         self.augmenter = augmenter
         self.rank, self.world_size = rank, world_size
-        self.blocks = store.blocks(split)
+        self.blocks = store.blocks(split, streams=self.streams)  # the videos holding them all
         self._position = [0, 0, 0]  # epoch, start window, rows of it already consumed
 
     def share_position(self, ctx: BaseContext) -> None:

@@ -22,7 +22,7 @@ from training.store_checks import DataError, split_labels
 def _check_labels(ckpt: Checkpoint, store: FeatureStore, split: str) -> set[int]:
     """Labels of the split the checkpoint can be scored on; refuses a label map that
     names the same label differently."""
-    used = {lab for lab in split_labels(store, split).values() if lab >= 0}
+    used = {lab for lab in split_labels(store, split, ckpt.input_streams).values() if lab >= 0}
     clash = {
         lab: (ckpt.labels[lab], store.labels[lab])
         for lab in used
@@ -59,16 +59,21 @@ def evaluate_checkpoint(
     store = open_store(store_url, storage_options=storage_options)
     try:
         ckpt.check_store(store)
-    except SchemaMismatchError as exc:
+    except (CheckpointError, SchemaMismatchError) as exc:
         raise DataError(f"checkpoint {checkpoint} does not fit this store: {exc}") from exc
     if not store.splits().get(split):
         raise DataError(
             f"split {split!r} of store {store_url} is empty or missing; its splits: {store.splits()}"
         )
+    streams = ckpt.input_streams
+    if not store.ids(split, streams=streams):
+        raise DataError(
+            f"no video of split {split!r} of store {store_url} holds feature set {ckpt.features!r}, "
+            f"which checkpoint {checkpoint} reads"
+        )
     scored = _check_labels(ckpt, store, split)
     device = pick_device(device)
     model = ckpt.model.to(device).eval()
-    streams = list(ckpt.streams)
     loader = StoreLoader(
         store, split, batch_size, streams=streams, shuffle=False, num_workers=workers
     )
@@ -81,7 +86,7 @@ def evaluate_checkpoint(
             if not keep.any():
                 continue
             b = to_device({k: v[keep] for k, v in batch.items() if k != "ids"}, device, streams)
-            logits = model.forward_batch(b).float()
+            logits = model.forward_batch(b, ckpt.features).float()
             tally.update(logits, b["label"], F.cross_entropy(logits, b["label"], reduction="sum"))
     summary = tally.summary(ckpt.labels)
     report = {
@@ -94,6 +99,7 @@ def evaluate_checkpoint(
         "per_class": summary["per_class"],
         "confusion": tally.confusion.tolist(),
         "labels": {str(k): v for k, v in sorted(ckpt.labels.items())},
+        "features": ckpt.features,
         "encoder": ckpt.encoder,
     }
     if out:

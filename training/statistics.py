@@ -21,13 +21,14 @@ def feature_statistics(
     max_rows: int = SAMPLE_ROWS,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (each (D,), float32) of `stream` over frames of the split's rows.
+    """Mean and std (each (D,), float32) of `stream` over frames of the split's rows
+    that hold it (a feature set added to some videos only).
 
     Rows with NaN/inf are left out (the loader skips them too). A dimension whose std is
     near zero gets a floor of 1e-3 of the typical std, so standardising never divides
     by zero or blows up a dimension that barely moves.
     """
-    blocks = store.blocks(split)
+    blocks = store.blocks(split, streams=[stream])
     total = squares = 0.0
     rows = frames_seen = 0
     for b in rng_for(seed, 0xF5).permutation(len(blocks)):

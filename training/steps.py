@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from featurestore import FeatureStore
+from featurestore import GEMMA_STREAM, FeatureStore
 from model import model_inputs
 from training.loader import StoreLoader
 from training.metrics import Tally
@@ -62,19 +62,19 @@ def to_device(batch: dict, device: str, streams: list[str]) -> dict:
     return out
 
 
-def forward(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def forward(model: torch.nn.Module, batch: dict, visual: str | None = GEMMA_STREAM) -> torch.Tensor:
     """Logits of `model` (a HybridASLModel or its DDP wrapper) for a batch keyed by stream
-    name; through the wrapper's call, so DDP syncs the gradients."""
-    return model(**model_inputs(batch))
+    name, feature set `visual` feeding its visual input; through the wrapper's call, so
+    DDP syncs the gradients."""
+    return model(**model_inputs(batch, visual))
 
 
 def dummy_batch(store: FeatureStore, streams: list[str]) -> dict[str, Any]:
     """One all-zero row: what a rank with no rows left feeds DDP (with weight 0)."""
+    specs = {s: store.schema.spec(s) for s in streams}
     batch: dict = {
-        s: torch.zeros(
-            (1, *store.schema.streams[s].shape), dtype=getattr(torch, store.schema.streams[s].dtype)
-        )
-        for s in streams
+        s: torch.zeros((1, *spec.shape), dtype=getattr(torch, spec.dtype))
+        for s, spec in specs.items()
     }
     batch["label"] = torch.zeros(1, dtype=torch.int64)
     batch["ids"] = []
@@ -89,15 +89,17 @@ def evaluate(
     device: str,
     num_classes: int,
     amp_dtype: torch.dtype | None = None,
+    visual: str | None = GEMMA_STREAM,
 ) -> Tally:
-    """One pass over a loader in eval mode; the tally is this rank's share."""
+    """One pass over a loader in eval mode (feature set `visual` as the visual input);
+    the tally is this rank's share."""
     was_training = model.training
     model.eval()
     tally = Tally(num_classes)
     for batch in loader:
         b = to_device(batch, device, streams)
         with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = forward(model, b).float()
+            logits = forward(model, b, visual).float()
         tally.update(logits, b["label"], F.cross_entropy(logits, b["label"], reduction="sum"))
     model.train(was_training)
     return tally

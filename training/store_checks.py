@@ -1,5 +1,6 @@
 """What training needs to know about a store before reading any array: which streams
-feed the model, the label map, and whether the splits make sense."""
+feed the model (the landmarks and one named feature set), the label map, and whether the
+splits make sense. Only videos that hold every stream read are trained on."""
 
 from __future__ import annotations
 
@@ -7,53 +8,59 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from featurestore import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, FeatureStore
-from model import ModelConfig
-
-VISUAL_STREAMS = (GEMMA_STREAM,)
-LANDMARK_STREAMS = (LANDMARKS_STREAM, LANDMARK_MASK_STREAM)
+from featurestore import GEMMA_STREAM, LANDMARKS_STREAM, FeatureStore
+from model import ModelConfig, input_streams
 
 
 class DataError(ValueError):
     """The store cannot be trained or evaluated on as asked."""
 
 
-def model_streams(modalities: str) -> list[str]:
+def visual_features(modalities: str, features: str = GEMMA_STREAM) -> str | None:
+    """The feature set a model with these modalities reads (None: landmarks only)."""
+    return features if modalities in ("both", "visual") else None
+
+
+def model_streams(modalities: str, features: str = GEMMA_STREAM) -> list[str]:
     """Store streams a model with these modalities reads."""
-    streams: list[str] = []
-    if modalities in ("both", "visual"):
-        streams += VISUAL_STREAMS
-    if modalities in ("both", "landmarks"):
-        streams += LANDMARK_STREAMS
-    return streams
+    return input_streams(visual_features(modalities, features), modalities != "visual")
 
 
 def checkpoint_stream_specs(store: FeatureStore, streams: list[str]) -> dict[str, dict]:
     """The stored shape and dtype of each stream the model reads, as a checkpoint keeps
     them (so a server can refuse a store they do not fit)."""
-    return {s: store.schema.streams[s].to_json() for s in streams}
+    return {s: store.schema.spec(s).to_json() for s in streams}
 
 
-def check_streams(store: FeatureStore, modalities: str) -> list[str]:
+def check_streams(store: FeatureStore, modalities: str, features: str = GEMMA_STREAM) -> list[str]:
     """The streams to read, or a DataError naming what the store lacks."""
-    streams = model_streams(modalities)
-    missing = [s for s in streams if s not in store.schema.streams]
+    streams = model_streams(modalities, features)
+    visual = visual_features(modalities, features)
+    sets = store.schema.feature_names()
+    if visual is not None and visual not in sets:
+        hint = f"--features {sets[0]}, or " if sets else ""
+        raise DataError(
+            f"store {store.url} has no feature set {visual!r} needed for --modalities "
+            f"{modalities}; its feature sets: {sets or 'none'} (try {hint}--modalities landmarks)"
+        )
+    missing = [s for s in streams if s != visual and s not in store.schema.streams]
     if missing:
         have = sorted(store.schema.streams)
-        hint = (
-            " (try --modalities landmarks)"
-            if GEMMA_STREAM in missing
-            else " (try --modalities visual)"
-        )
         raise DataError(
-            f"store {store.url} has no stream {missing} needed for --modalities {modalities}; it has {have}{hint}"
+            f"store {store.url} has no stream {missing} needed for --modalities {modalities}; "
+            f"it has {have} (try --modalities visual)"
         )
     return streams
 
 
-def split_labels(store: FeatureStore, split: str) -> dict[str, int]:
-    """video id -> label for one split, from the index (no array reads)."""
-    return {v: store.entry(v).label for b in store.blocks(split) for v in b.video_ids}
+def split_labels(
+    store: FeatureStore, split: str, streams: list[str] | None = None
+) -> dict[str, int]:
+    """video id -> label for the videos of one split that hold all `streams`, from the
+    index (no array reads)."""
+    return {
+        v: store.entry(v).label for b in store.blocks(split, streams=streams) for v in b.video_ids
+    }
 
 
 @dataclass
@@ -77,15 +84,36 @@ class SplitReport:
         }
 
 
-def check_splits(store: FeatureStore, train_split: str, val_split: str | None) -> SplitReport:
-    """Fail early on an empty train split or a store without labels; warn about the rest."""
+def check_splits(
+    store: FeatureStore,
+    train_split: str,
+    val_split: str | None,
+    streams: list[str] | None = None,
+) -> SplitReport:
+    """Fail early on an empty train split or a store without labels; warn about the rest.
+    Counts only the videos that hold all `streams` (a feature set added to some videos)."""
     splits = store.splits()
     if not splits.get(train_split):
         raise DataError(
             f"split {train_split!r} of store {store.url} is empty or missing; its splits: {splits or 'none'}"
         )
     labels = store.labels
-    train = split_labels(store, train_split)
+    train = split_labels(store, train_split, streams)
+    added = [s for s in streams or [] if s in store.schema.feature_sets]
+    if not train:
+        raise DataError(
+            f"no video of split {train_split!r} of store {store.url} holds feature set {added[0]!r} "
+            f"yet (add it: featurestore populate --store {store.url} --add-features {added[0]} ...)"
+            if added
+            else f"split {train_split!r} of store {store.url} has no video with streams {streams}"
+        )
+    held = len(train)
+    if added and held < splits[train_split]:
+        warnings.warn(
+            f"{splits[train_split] - held} of {splits[train_split]} videos in split {train_split!r} "
+            f"lack feature set {added[0]!r} and are left out",
+            stacklevel=2,
+        )
     labelled = {v: lab for v, lab in train.items() if lab >= 0}
     if not labels or not labelled:
         raise DataError(
@@ -102,7 +130,7 @@ def check_splits(store: FeatureStore, train_split: str, val_split: str | None) -
         warnings.warn(
             f"{unlabeled} unlabeled videos in split {train_split!r} will be skipped", stacklevel=2
         )
-    val = split_labels(store, val_split) if val_split and splits.get(val_split) else {}
+    val = split_labels(store, val_split, streams) if val_split and splits.get(val_split) else {}
     if val_split and not val:
         warnings.warn(
             f"validation split {val_split!r} is empty: no validation, no early stopping, best.pt = last epoch",
@@ -122,21 +150,26 @@ def check_splits(store: FeatureStore, train_split: str, val_split: str | None) -
 
 
 def model_config_for(
-    store: FeatureStore, modalities: str, gemma_dim: int | None = None, **kwargs: Any
+    store: FeatureStore,
+    modalities: str,
+    gemma_dim: int | None = None,
+    features: str = GEMMA_STREAM,
+    **kwargs: Any,
 ) -> ModelConfig:
-    """A ModelConfig sized by the store: classes from its label map, T, the encoder's
-    feature width (a `gemma_dim` override must agree with the stored features)."""
-    streams = store.schema.streams
-    stored_dim = streams[GEMMA_STREAM].shape[-1] if GEMMA_STREAM in streams else 0
-    if gemma_dim is not None and modalities != "landmarks" and gemma_dim != stored_dim:
+    """A ModelConfig sized by the store: classes from its label map, T, the width of the
+    feature set read (a `gemma_dim` override must agree with the stored features)."""
+    schema = store.schema
+    visual = visual_features(modalities, features)
+    stored_dim = schema.spec(visual).shape[-1] if visual in schema.all_streams else 0
+    if gemma_dim is not None and visual is not None and gemma_dim != stored_dim:
         raise DataError(
-            f"--gemma-dim {gemma_dim} does not match the store's gemma features ({stored_dim}-d)"
+            f"--gemma-dim {gemma_dim} does not match the store's {visual!r} features ({stored_dim}-d)"
         )
     return ModelConfig.from_layout(
-        store.schema.landmark_layout if LANDMARKS_STREAM in streams else None,
+        schema.landmark_layout if LANDMARKS_STREAM in schema.streams else None,
         num_classes=max(store.labels) + 1,
-        gemma_dim=stored_dim if modalities != "landmarks" else 0,
-        num_frames=store.schema.num_frames,
+        gemma_dim=stored_dim if visual is not None else 0,
+        num_frames=schema.num_frames,
         modalities=modalities,
         **kwargs,
     )

@@ -56,6 +56,7 @@ from training.store_checks import (
     check_streams,
     checkpoint_stream_specs,
     model_config_for,
+    visual_features,
 )
 
 PLOT_EVERY_S = 60.0
@@ -81,11 +82,17 @@ class Trainer:
         self.out = Path(cfg.out)
         self.store = open_store(cfg.store, storage_options=cfg.storage_options)
         self.resume_ckpt = self._load_resume()
-        modalities = self.resume_ckpt.config.modalities if self.resume_ckpt else cfg.modalities
-        self.streams = check_streams(self.store, modalities)
+        # A resumed run keeps its checkpoint's modalities and feature set.
+        ckpt = self.resume_ckpt
+        modalities = ckpt.config.modalities if ckpt else cfg.modalities
+        features = (ckpt.features or cfg.features) if ckpt else cfg.features
+        self.streams = check_streams(self.store, modalities, features)
+        self.features = visual_features(modalities, features)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.split_report = check_splits(self.store, cfg.train_split, cfg.val_split)
+            self.split_report = check_splits(
+                self.store, cfg.train_split, cfg.val_split, self.streams
+            )
         for w in caught:
             self.log(f"warning: {w.message}")
         self.labels = self.store.labels
@@ -133,19 +140,23 @@ class Trainer:
                 self.store,
                 cfg.modalities,
                 cfg.gemma_dim,
+                features=cfg.features,
                 hidden_dim=cfg.hidden_dim,
                 fusion_type=cfg.fusion_type,
                 dropout=cfg.dropout,
             )
         self.model = HybridASLModel(self.model_config)
-        if self.model_config.uses_visual and not self.resume_ckpt:
-            self.model.set_feature_statistics(*feature_statistics(self.store, cfg.train_split))
+        if self.features is not None and not self.resume_ckpt:
+            stats = feature_statistics(self.store, cfg.train_split, self.features)
+            self.model.set_feature_statistics(*stats)
         self.model.to(self.device)
         counts = parameter_breakdown(self.model)
         self.log(
             f"model: {counts['total']:,} trainable parameters ("
             + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
-            + f"); {self.model_config.modalities}, fusion {self.model_config.fusion_type}, "
+            + f"); {self.model_config.modalities}"
+            + (f" on feature set {self.features!r}" if self.features else "")
+            + f", fusion {self.model_config.fusion_type}, "
             f"hidden {self.model_config.hidden_dim}, {self.model_config.num_classes} classes"
         )
         self.ddp = (
@@ -167,6 +178,7 @@ class Trainer:
                 layout.part_names,
                 layout.part_sizes,
                 feature_std=None if visual is None else visual.feature_std.cpu().numpy(),
+                visual=self.features,
             )
             if cfg.augment
             else None
@@ -262,7 +274,8 @@ class Trainer:
             self.out / name,
             self.model,
             labels=self.labels,
-            encoder=self.store.schema.encoder,
+            features=self.features,
+            encoder=self.store.schema.fingerprint(self.features) if self.features else {},
             landmark_layout=self.store.schema.landmark_layout or None,
             num_frames=self.store.schema.num_frames,
             streams=checkpoint_stream_specs(self.store, self.streams),
@@ -375,7 +388,7 @@ class Trainer:
         with torch.autocast(
             self.device.split(":")[0], dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         ):
-            logits = forward(self.ddp, batch)
+            logits = forward(self.ddp, batch, self.features)
             losses = F.cross_entropy(
                 logits.float(),
                 batch["label"],
@@ -413,6 +426,7 @@ class Trainer:
             self.device,
             self.model_config.num_classes,
             self.amp_dtype,
+            self.features,
         )
         s = tally.all_reduce().summary(self.labels)
         return {

@@ -34,6 +34,7 @@ def info(state: ServingState = Depends(get_state)) -> dict:
             "hidden_dim": ckpt.config.hidden_dim,
             "num_frames": ckpt.num_frames,
             "streams": ckpt.streams,
+            "features": ckpt.features,
             "encoder": ckpt.encoder,
             "metrics": ckpt.metrics,
         },

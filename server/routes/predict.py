@@ -100,6 +100,13 @@ def build_router(settings: Settings) -> APIRouter:
         unknown = unknown_ids(state, body.video_ids)
         if unknown:
             raise HTTPException(404, f"unknown video ids: {unknown[:10]}")
+        lacking = state.lacking(body.video_ids)
+        if lacking:
+            name = state.checkpoint.features
+            raise HTTPException(
+                404,
+                f"videos {lacking[:10]} do not hold feature set {name!r}, which the model reads",
+            )
         ranked = await state.batcher.submit(PredictJob(body.top_k, tuple(body.video_ids)))
         preds = [prediction(v, r) for v, r in zip(body.video_ids, ranked, strict=True)]
         # Built here from plain types: skip FastAPI's re-validation on the hot path (the
@@ -110,8 +117,8 @@ def build_router(settings: Settings) -> APIRouter:
         "/v1/predict/video",
         response_model=VideoPredictResponse,
         summary="Classify an uploaded clip",
-        description="Decodes the clip, extracts features with the store's encoder and "
-        "landmarks, and classifies them. Size and clip length are limited (see /v1/info).",
+        description="Decodes the clip, extracts features with the encoder of the model's "
+        "feature set and landmarks, and classifies them. Size and clip length are limited (see /v1/info).",
         responses=error_responses(401, 413, 415, 422, 503),
     )
     async def predict_video(

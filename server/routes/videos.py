@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
-from featurestore import InvalidVideoError, validate_video_id
+from featurestore import InvalidVideoError, StreamNotFoundError, validate_video_id
 from featurestore.index import IndexEntry
 
 from ..encoding import json_bytes, npy_bytes
@@ -96,19 +96,27 @@ async def get_video(video_id: str = VIDEO_ID, state: ServingState = Depends(get_
 async def get_features(
     request: Request,
     video_id: str = VIDEO_ID,
-    stream: str = Path(description="A stream of the store.", examples=["landmarks"]),
+    stream: str = Path(
+        description="A stream of the store: a base stream or an added feature set.",
+        examples=["landmarks"],
+    ),
     state: ServingState = Depends(get_state),
 ) -> Response:
     known_video(state, video_id)
-    if stream not in state.store.schema.streams:
-        streams = sorted(state.store.schema.streams)
+    if stream not in state.store.schema.all_streams:
+        streams = sorted(state.store.schema.all_streams)
         raise HTTPException(404, f"unknown stream {stream!r}; this store has {streams}")
     arr = state.cache.get(video_id, stream)
     if arr is None:  # only a miss leaves the event loop
         loop = asyncio.get_running_loop()
-        arr = await loop.run_in_executor(
-            state.io_executor, state.predictor.load_stream, video_id, stream
-        )
+        try:
+            arr = await loop.run_in_executor(
+                state.io_executor, state.predictor.load_stream, video_id, stream
+            )
+        except StreamNotFoundError:  # a feature set not yet added to this video
+            raise HTTPException(
+                404, f"video {video_id!r} does not hold feature set {stream!r}"
+            ) from None
     if NPY in request.headers.get("accept", ""):
         return Response(npy_bytes(arr), media_type=NPY)
     # Text for 40k floats takes milliseconds: off the event loop, so that it does not

@@ -229,7 +229,7 @@ def test_checkpoint_of_another_encoder_is_refused(store_url, tmp_path, capsys):
 def test_non_finite_loss_stops_the_run_naming_the_videos(store_url, tmp_path, monkeypatch):
     import training.trainer
 
-    def nan_logits(model, batch):
+    def nan_logits(model, batch, visual):
         return torch.full((batch["label"].shape[0], 10), float("nan"), requires_grad=True)
 
     monkeypatch.setattr(training.trainer, "forward", nan_logits)
