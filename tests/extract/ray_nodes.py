@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.processes import free_port
+
 RAY = str(Path(sys.executable).with_name("ray"))
 ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",  # loopback test cluster; Ray >= 2.5x turns tokens on otherwise
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(args: list[str], log: Path, env: dict, deadline: float) -> subprocess.Popen:
@@ -70,7 +65,7 @@ def ray_nodes(cpus: list[int], timeout_s: float = 120):
     """Yields ``127.0.0.1:PORT`` of a cluster with one node per entry of ``cpus``."""
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
     env = {**os.environ, **ENV}
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     procs: list[subprocess.Popen] = []
@@ -82,7 +77,7 @@ def ray_nodes(cpus: list[int], timeout_s: float = 120):
                 else [f"--address={address}"]
             )
             args = [*where, "--node-ip-address=127.0.0.1", f"--num-cpus={n}", "--num-gpus=0",
-                    f"--temp-dir={temp}", f"--dashboard-agent-listen-port={_free_port()}"]  # fmt: skip
+                    f"--temp-dir={temp}", f"--dashboard-agent-listen-port={free_port()}"]  # fmt: skip
             procs.append(_start(args, temp / f"node{i}.log", env, deadline))
         yield address
     finally:
