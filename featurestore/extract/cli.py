@@ -54,17 +54,23 @@ def _entries(args: argparse.Namespace) -> tuple[list[ManifestEntry], dict[int, s
         raise ValueError("--subset only applies to --wlasl")
     if args.manifest:
         return read_manifest(args.manifest), None
-    return scan_videos(args.videos), None
+    if args.videos:
+        return scan_videos(args.videos), None
+    raise ValueError("populate needs --videos, --manifest or --wlasl (or --add-features NAME)")
 
 
 def _populate(args: argparse.Namespace) -> int:
     from .populate_local import populate
 
     logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
+    if args.add_features:
+        return _add_features(args)
+    if args.shard_index is not None or args.num_shards is not None:
+        raise ValueError("--shard-index and --num-shards only apply to --add-features")
     entries, labels = _entries(args)
     common = dict(
         encoder=None if args.no_encoder else args.encoder,
-        num_frames=args.num_frames,
+        num_frames=16 if args.num_frames is None else args.num_frames,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         limit=args.limit,
@@ -89,6 +95,62 @@ def _populate(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 commit_every=args.commit_every,
                 **common,
+            )
+    return report(summary, args.summary_json)
+
+
+def _add_features(args: argparse.Namespace) -> int:
+    """``--add-features NAME``: only the encoder, over the videos the store already holds."""
+    flags = {
+        "--videos": args.videos,
+        "--manifest": args.manifest,
+        "--wlasl": args.wlasl,
+        "--subset": args.subset,
+        "--no-encoder": args.no_encoder,
+        "--face": args.face,
+        "--workers": args.workers is not None,
+        "--commit-every": args.commit_every is not None,
+    }
+    if given := [flag for flag, on in flags.items() if on]:
+        raise ValueError(
+            f"--add-features encodes the videos the store holds, from their recorded "
+            f"sources, one stored block at a time: {', '.join(given)} does not apply"
+        )
+    common = dict(
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        pooling=args.pooling,
+        flash_attention=args.flash_attention,
+        revision=args.revision,
+        num_frames=args.num_frames,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        shard_index=args.shard_index or 0,
+        num_shards=args.num_shards or 1,
+        progress=not args.quiet,
+        storage_options=getattr(args, "storage_options", None) or None,
+    )
+    summary: PopulateSummary | RayPopulateSummary
+    with sigterm_interrupts():
+        if args.ray:
+            from .populate_ray import add_features_with_ray
+
+            summary = add_features_with_ray(
+                args.store,
+                args.add_features,
+                address=None if args.ray == "local" else args.ray,
+                num_workers=args.num_workers,
+                gpus_per_worker=args.gpus_per_worker,
+                cpus_per_task=args.cpus_per_task,
+                schedule_timeout_s=args.schedule_timeout,
+                device=args.device,
+                **common,
+            )
+        else:
+            from .populate_local import add_features
+
+            summary = add_features(
+                args.store, args.add_features, device=args.device or "cpu", **common
             )
     return report(summary, args.summary_json)
 
@@ -139,7 +201,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--store", required=True, help="store URL (x.zarr, x.h5, s3://..., memory://...)"
     )
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()  # or none, with --add-features
     src.add_argument("--videos", metavar="DIR", help="a folder of videos (DIR/gloss/*.mp4 labeled)")
     src.add_argument(
         "--manifest",
@@ -158,7 +220,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--revision", help="model revision (branch, tag or commit) for a Hugging Face id"
     )
-    p.add_argument("--num-frames", "--num_frames", type=int, default=16)
+    p.add_argument(
+        "--num-frames",
+        "--num_frames",
+        type=int,
+        help="T, frames sampled per video (default 16; with --add-features, the store's)",
+    )
     p.add_argument(
         "--device", help="cpu, cuda, cuda:1, mps (default cpu; with --ray, cuda on GPU workers)"
     )
@@ -186,6 +253,24 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="flash_attention_2 when installed (CUDA), else SDPA",
     )
     p.add_argument("--commit-every", type=int, help="commit every N videos (default: every block)")
+    add = p.add_argument_group(
+        "adding a feature set to a populated store (no manifest: the store's videos)"
+    )
+    add.add_argument(
+        "--add-features",
+        metavar="NAME",
+        help="encode the stored videos again with --encoder (and --pooling...) from their "
+        "recorded sources and frame ranges, into feature set NAME; landmarks are kept, "
+        "MediaPipe never runs; rerun to resume; train with asl-train --features NAME",
+    )
+    add.add_argument(
+        "--shard-index",
+        type=int,
+        metavar="I",
+        help="with --num-shards N: this process adds every N-th stored block, from the I-th "
+        "(0-based), so N processes can add one set at once",
+    )
+    add.add_argument("--num-shards", type=int, metavar="N", help="processes sharing the add")
     add_summary_arguments(p)
     ray = p.add_argument_group("Ray (pip install '.[ray]'; see docs/scale-out.md)")
     ray.add_argument(

@@ -1,10 +1,11 @@
 """``populate``: every entry's features into a store on this machine, resumable, never
-aborted by one clip.
+aborted by one clip; ``add_features``: another encoder's features for the videos a store
+already holds, landmarks untouched.
 
 The run is planned as for Ray (``plan``: schema checked against the store before anything
-is extracted, label map merged add-only, committed videos skipped), then run through the
-overlapped local ``Pipeline``. A run stopped by Ctrl-C or a kill is finished by running it
-again. Each failed video is recorded in the store with its reason.
+is extracted, label map merged add-only, committed videos skipped; ``plan_features`` for an
+added set), then run through the overlapped local ``Pipeline``. A run stopped by Ctrl-C or
+a kill is finished by running it again. Each failed video is recorded with its reason.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from contextlib import closing
 import torch
 from tqdm import tqdm
 
+from ..schema import GEMMA_STREAM
 from . import stages
 from .clip import ClipExtractor
 from .gemma import GemmaEncoder
 from .holistic import LandmarkPool
 from .manifest import ManifestEntry
 from .pipeline import Pipeline
-from .plan import PopulateOptions, plan
+from .plan import PopulateOptions, open_for_features, plan, plan_features
 from .summary import PopulateSummary
 
-__all__ = ["populate", "PopulateSummary"]
+__all__ = ["add_features", "populate", "PopulateSummary"]
 
 log = logging.getLogger(__name__)
 
@@ -117,5 +119,86 @@ def run_local(
         if pool is not None:
             pool.close(cancel=True)
         torch.set_num_threads(threads)
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def add_features(
+    store_url: str,
+    name: str,
+    encoder: str | GemmaEncoder = "tiny-random",
+    device: str = "cpu",
+    batch_size: int = 64,
+    *,
+    pooling: str = "mean_soft_tokens",
+    flash_attention: bool = False,
+    revision: str | None = None,
+    num_frames: int | None = None,
+    overwrite: bool = False,
+    limit: int | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    progress: bool = True,
+    decode_threads: int | None = None,
+    storage_options: dict | None = None,
+) -> PopulateSummary:
+    """Add feature set ``name``, made by ``encoder``, to the videos store ``store_url`` holds.
+
+    Each video is decoded again from the source populate recorded (its path and frame
+    range, sampled to the store's T exactly as populate did) and encoded; MediaPipe never
+    runs and no other stream is written. Videos that already have the set are skipped, so a
+    rerun finishes a killed run; a missing file or an imported video is a recorded failure.
+    ``shard_index`` of ``num_shards`` takes every n-th stored block, for processes that add
+    the same set at once. Raises SchemaMismatchError if the set exists with another encoder.
+    """
+    started = time.perf_counter()
+    store = open_for_features(store_url, num_frames, storage_options)
+    options = PopulateOptions(
+        encoder=encoder,
+        num_frames=store.schema.num_frames,
+        device=device,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        limit=limit,
+        landmarks=False,
+        progress=progress,
+        pooling=pooling,
+        flash_attention=flash_attention,
+        revision=revision,
+        storage_options=storage_options,
+    )
+    summary = PopulateSummary(feature_set=name)
+    bar = None
+    try:
+        extractor = ClipExtractor(**options.extractor_args())
+        assert extractor.encoder is not None, "add_features always has an encoder"
+        spec = extractor.streams[GEMMA_STREAM]
+        planned = plan_features(
+            store, name, extractor.fingerprint, spec, options, summary, shard_index, num_shards
+        )
+        if not planned.todo and not summary.failed:
+            summary.elapsed_s = summary.startup_s = time.perf_counter() - started
+            return summary  # everything has the set: no writer, nothing written
+        with store.feature_writer(name, overwrite=overwrite) as writer:
+            for vid, reason in summary.failed.items():
+                writer.fail(vid, reason)
+            writer.flush()
+            todo = planned.todo
+            bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1)
+            summary.startup_s = time.perf_counter() - started
+            cpu_start = time.process_time()
+            cpus = os.cpu_count() or 1
+            threads = decode_threads or max(2, min(8, cpus // 4))
+            pipeline = Pipeline(options.num_frames, extractor.encoder, None, threads)
+            with closing(pipeline.run(todo)) as jobs:
+                stages.write_features(jobs, writer, summary, bar, planned.blocks, planned.recorded)
+            summary.stage_seconds.update(pipeline.stage_seconds)
+            summary.frames_encoded = pipeline.frames_encoded
+            summary.cpu_s = time.process_time() - cpu_start
+    except KeyboardInterrupt:
+        summary.interrupted = True  # every complete block is committed already
+    finally:
+        if bar is not None:
+            bar.close()
     summary.elapsed_s = time.perf_counter() - started
     return summary

@@ -12,6 +12,10 @@ id, as local populate does. The commit log is the store's index, so once every s
 returned the driver has nothing left to write; it re-reads the index to check that every
 video it was told about is visible.
 
+``add_features_with_ray`` runs the add-features plan (``plan_features``) the same way: the
+tasks only decode (no Holistic), each shard is one base block's videos, and each actor owns
+a feature writer, so the new set's blocks line up with the base blocks.
+
 Before any actor starts, ``ray_plan.plan_ray`` sizes the run from the cluster's nodes so
 that the actors' CPU claims always leave room for decode tasks (Ray never preempts an
 actor), and refuses hand-given numbers that cannot run. Whatever Ray has not scheduled
@@ -39,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import count, zip_longest
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import ray
@@ -47,21 +51,29 @@ from ray.exceptions import RayActorError, RayError, RayTaskError, WorkerCrashedE
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
+from ..schema import GEMMA_STREAM
 from . import stages
 from .decode import Clip
 from .holistic import LandmarkExtractor
-from .plan import PopulateOptions, plan
+from .plan import PopulateOptions, open_for_features, plan, plan_features
 from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S, RayPlan, plan_ray
 from .stages import Job
 from .summary import PopulateSummary
 
 if TYPE_CHECKING:
+    from ..schema import StreamSpec
     from ..store import FeatureStore
-    from ..writer import Writer
+    from ..writer import FeatureWriter, Writer
     from .clip import ClipExtractor
     from .manifest import ManifestEntry
 
-__all__ = ["RayPopulateSummary", "RaySchedulingError", "ShardResult", "populate_with_ray"]
+__all__ = [
+    "RayPopulateSummary",
+    "RaySchedulingError",
+    "ShardResult",
+    "add_features_with_ray",
+    "populate_with_ray",
+]
 
 log = logging.getLogger(__name__)
 _AWS_ENV = (
@@ -194,15 +206,24 @@ def _decode_task(entry: ManifestEntry, num_frames: int, landmarks: bool, face: b
 
 
 class _EncoderWriter:
-    """Encodes the frames of a shard's videos in batches and commits the shard as one block."""
+    """Encodes the frames of a shard's videos in batches and commits the shard as one block
+    (of the base streams, or of feature set ``features`` when one is being added)."""
 
-    def __init__(self, name: str, store_url: str, storage_options: dict | None, extractor: dict):
+    def __init__(
+        self,
+        name: str,
+        store_url: str,
+        storage_options: dict | None,
+        extractor: dict,
+        features: str | None = None,
+    ):
         self.name = name
         self.url, self.storage_options = store_url, storage_options
         self._extractor_args = extractor
+        self._features = features
         self._extractor: ClipExtractor | None = None
         self._store: FeatureStore | None = None
-        self._writer: Writer | None = None
+        self._writer: Writer | FeatureWriter | None = None
         self._frames = 0
         self._task_nodes: dict[str, int] = {}  # node id -> decode tasks of this shard
 
@@ -224,34 +245,60 @@ class _EncoderWriter:
     def fingerprint(self) -> dict:
         return self.extractor.fingerprint
 
-    def _open(self, overwrite: bool) -> tuple[FeatureStore, Writer]:
+    def feature_spec(self) -> StreamSpec:
+        """The (T, D) spec of the features this actor's encoder makes."""
+        return self.extractor.streams[GEMMA_STREAM]
+
+    def _open(self, overwrite: bool) -> tuple[FeatureStore, Writer | FeatureWriter]:
         from ..store import open_store
 
         if self._store is None or self._writer is None:
-            self._store = open_store(self.url, "r+", self.storage_options)
-            self._store.check_compatible(
-                encoder=self.extractor.fingerprint,
-                num_frames=self.extractor.num_frames,
-                streams=self.extractor.streams,
-            )
-            self._writer = self._store.writer(overwrite=overwrite)
+            self._store = store = open_store(self.url, "r+", self.storage_options)
+            if self._features is None:
+                store.check_compatible(
+                    encoder=self.extractor.fingerprint,
+                    num_frames=self.extractor.num_frames,
+                    streams=self.extractor.streams,
+                )
+                self._writer = store.writer(overwrite=overwrite)
+            else:
+                fingerprint = store.schema.fingerprint(self._features)
+                if fingerprint != self.extractor.fingerprint:
+                    raise RuntimeError(
+                        f"feature set {self._features!r} in {self.url} was made by another "
+                        f"encoder than this worker's: {fingerprint} != {self.extractor.fingerprint}"
+                    )
+                self._writer = store.feature_writer(self._features, overwrite=overwrite)
         return self._store, self._writer
 
+    def _committed(self, store: FeatureStore) -> set[str]:
+        store.refresh()
+        return store.feature_ids(self._features) if self._features else set(store.ids())
+
     def write_shard(
-        self, shard: int, entries: list[ManifestEntry], refs: list, overwrite: bool, retry: bool
+        self,
+        shard: int,
+        entries: list[ManifestEntry],
+        refs: list,
+        overwrite: bool,
+        retry: bool,
+        recorded: dict[str, dict] | None = None,
     ) -> ShardResult:
         store, writer = self._open(overwrite)
         summary = PopulateSummary()
         if retry and not overwrite:  # a dead worker may have committed part of it
-            store.refresh()
-            committed = set(store.ids())
+            committed = self._committed(store)
             keep = [i for i, e in enumerate(entries) if e.video_id not in committed]
             summary.skipped = len(entries) - len(keep)
             entries, refs = [entries[i] for i in keep], [refs[i] for i in keep]
         self._frames, self._task_nodes = 0, {}
         jobs = self._encoded(entries, refs, summary.stage_seconds)
         with tqdm(disable=True) as bar:
-            stages.write(jobs, writer, summary, bar, self.extractor.streams)
+            if self._features is None:
+                stages.write(jobs, writer, summary, bar, self.extractor.streams)
+            else:  # a shard is one base block: committed as one feature block
+                added = cast("FeatureWriter", writer)
+                stages.write_features(jobs, added, summary, bar, [entries], recorded or {})
         writer.flush()
         return ShardResult(
             shard,
@@ -323,6 +370,8 @@ class _Shard:
     entries: list[ManifestEntry]
     refs: list
     attempts: int = 0
+    recorded: dict[str, dict] | None = None
+    """For an added feature set: each video's source as populate recorded it."""
 
 
 def _aws_env() -> dict[str, str]:
@@ -478,37 +527,10 @@ def populate_with_ray(
     worker; after that its videos are reported as lost and a rerun finishes them.
     ``on_shard`` is called after every committed shard.
     """
-    started = time.perf_counter()
-    shutdown = _connect(address, ray_init)
-    summary = RayPopulateSummary(PopulateSummary())
-    pool = watch = None
-    try:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        summary.plan = resources = plan_ray(
-            [n["Resources"] for n in nodes],
-            num_workers=num_workers,
-            gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker,
-            cpus_per_task=cpus_per_task,
-            schedule_timeout_s=schedule_timeout_s,
-        )
-        if device:
-            summary.plan = resources = replace(resources, device=device)
-        if progress:
-            print(resources.format(), file=sys.stderr)
-        log.info("%s", resources.format())
-        options = PopulateOptions.pick(locals(), device=resources.device)
-        make = _actor_maker(
-            resources,
-            _worker_nodes(nodes, resources),
-            store_url,
-            storage_options,
-            options.extractor_args(),
-        )
-        summary.workers = resources.workers
-        pool = _Pool(resources.workers, make)
-        watch = _Watch(resources, pool)
-        watch.workers_placed()
+    options = PopulateOptions.pick(locals())
+    cluster = _cluster_args(locals())
+
+    def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
         planned = plan(store_url, entries, options, partial(_schema, pool), summary.run)
         store, todo = planned.store, planned.todo
         if summary.failed:
@@ -516,15 +538,146 @@ def populate_with_ray(
                 for vid, reason in summary.failed.items():
                     w.fail(vid, reason)
         size = max(1, min(shard_size or store.block_size, store.block_size))
-        shards = deque(
-            _Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))
+        cut = [_Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))]
+        return store, cut, todo
+
+    return _run_on_ray(store_url, options, cluster, None, shards, max_retries, on_shard)
+
+
+def add_features_with_ray(
+    store_url: str,
+    name: str,
+    *,
+    address: str | None = None,
+    num_workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+    cpus_per_task: float = 1,
+    schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S,
+    encoder: str = "tiny-random",
+    device: str | None = None,
+    batch_size: int = 64,
+    pooling: str = "mean_soft_tokens",
+    flash_attention: bool = False,
+    revision: str | None = None,
+    num_frames: int | None = None,
+    overwrite: bool = False,
+    limit: int | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    progress: bool = True,
+    storage_options: dict | None = None,
+    max_retries: int = 2,
+    on_shard: Callable[[ShardResult], None] | None = None,
+    ray_init: dict | None = None,
+) -> RayPopulateSummary:
+    """``add_features`` on a Ray cluster: decode tasks (no Holistic) feed encoder actors,
+    each writing feature set ``name`` into a segment of its own, one base block per shard.
+
+    The cluster arguments are ``populate_with_ray``'s; the others are ``add_features``'s.
+    """
+    store = open_for_features(store_url, num_frames, storage_options)
+    options = PopulateOptions(
+        encoder=encoder,
+        num_frames=store.schema.num_frames,
+        device=device or "cpu",  # replaced by the cluster plan's device
+        batch_size=batch_size,
+        overwrite=overwrite,
+        limit=limit,
+        landmarks=False,
+        progress=progress,
+        pooling=pooling,
+        flash_attention=flash_attention,
+        revision=revision,
+        storage_options=storage_options,
+    )
+    cluster = _cluster_args(locals())
+
+    def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
+        fingerprint, spec = _feature_encoder(pool)
+        planned = plan_features(
+            store, name, fingerprint, spec, options, summary.run, shard_index, num_shards
         )
+        if summary.failed:
+            with store.feature_writer(name) as w:
+                for vid, reason in summary.failed.items():
+                    w.fail(vid, reason)
+        cut = [
+            _Shard(i, block, [], recorded={e.video_id: planned.recorded[e.video_id] for e in block})
+            for i, block in enumerate(planned.blocks)
+        ]
+        return store, cut, planned.todo
+
+    return _run_on_ray(store_url, options, cluster, name, shards, max_retries, on_shard)
+
+
+_CLUSTER_ARGS = (
+    "address",
+    "num_workers",
+    "gpus_per_worker",
+    "cpus_per_worker",
+    "cpus_per_task",
+    "schedule_timeout_s",
+    "device",
+    "ray_init",
+)
+
+
+def _cluster_args(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The cluster arguments among a runner's ``locals()``."""
+    return {name: arguments[name] for name in _CLUSTER_ARGS}
+
+
+def _run_on_ray(
+    store_url: str,
+    options: PopulateOptions,
+    cluster: dict[str, Any],
+    features: str | None,
+    make_shards: Callable[[_Pool, RayPopulateSummary, PopulateOptions], tuple],
+    max_retries: int,
+    on_shard: Callable[[ShardResult], None] | None,
+) -> RayPopulateSummary:
+    """Size the run from the cluster, start the actors, plan (``make_shards``: the store, the
+    shards and every video to do), then run the shards; committed shards survive a stop."""
+    started = time.perf_counter()
+    shutdown = _connect(cluster["address"], cluster["ray_init"])
+    summary = RayPopulateSummary(PopulateSummary(feature_set=features))
+    pool = watch = None
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        summary.plan = resources = plan_ray(
+            [n["Resources"] for n in nodes],
+            num_workers=cluster["num_workers"],
+            gpus_per_worker=cluster["gpus_per_worker"],
+            cpus_per_worker=cluster["cpus_per_worker"],
+            cpus_per_task=cluster["cpus_per_task"],
+            schedule_timeout_s=cluster["schedule_timeout_s"],
+        )
+        if cluster["device"]:
+            summary.plan = resources = replace(resources, device=cluster["device"])
+        if options.progress:
+            print(resources.format(), file=sys.stderr)
+        log.info("%s", resources.format())
+        options = replace(options, device=resources.device)
+        targets = _worker_nodes(nodes, resources)
+        make = _actor_maker(
+            resources, targets, store_url, options.storage_options, options.extractor_args(),
+            features,
+        )  # fmt: skip
+        summary.workers = resources.workers
+        pool = _Pool(resources.workers, make)
+        watch = _Watch(resources, pool)
+        watch.workers_placed()
+        store, shards, todo = make_shards(pool, summary, options)
         task = ray.remote(_decode_task).options(num_cpus=resources.cpus_per_task, max_retries=3)
         summary.run.startup_s = time.perf_counter() - started  # workers up, store checked
-        with tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1) as bar:
-            _run(shards, pool, watch, task, (num_frames, landmarks, face), overwrite,
+        prepare = (options.num_frames, options.landmarks, options.face)
+        with tqdm(
+            total=len(todo), unit="video", disable=not options.progress, smoothing=0.1
+        ) as bar:
+            _run(deque(shards), pool, watch, task, prepare, options.overwrite,
                  max_retries, summary, bar, on_shard)  # fmt: skip
-        _check_visible(store, summary, todo)
+        _check_visible(store, summary, todo, features)
     except KeyboardInterrupt:
         summary.run.interrupted = True  # committed shards stay; a rerun does the rest
     finally:
@@ -557,7 +710,7 @@ def _worker_nodes(nodes: list[dict], resources: RayPlan) -> list[str]:
 
 
 def _actor_maker(resources: RayPlan, targets: list[str], store_url, storage_options,
-                 extractor) -> Callable:  # fmt: skip
+                 extractor, features: str | None = None) -> Callable:  # fmt: skip
     """Encoder actors as the plan sizes them, placed on ``targets`` in turn, with the driver's
     AWS variables. The first ones are pinned to their node (Ray's soft affinity sometimes
     puts them all on the driver's node); replacements only prefer it, as it may be gone."""
@@ -573,25 +726,37 @@ def _actor_maker(resources: RayPlan, targets: list[str], store_url, storage_opti
         i = next(turn)
         where = NodeAffinitySchedulingStrategy(targets[i % len(targets)], soft=i >= len(targets))
         return actor_cls.options(name=name, scheduling_strategy=where, **options).remote(
-            name, store_url, storage_options, extractor
+            name, store_url, storage_options, extractor, features
         )
 
     return make
 
 
-def _schema(pool: _Pool, labels: dict[int, str]):
-    """The run's schema, from the workers: they built the encoder, the driver never loads it."""
+def _from_workers(pool: _Pool, ask: Callable[[Any], Any]) -> tuple[list[dict], Any]:
+    """Every worker's encoder fingerprint (all the same) and ``ask(first worker)``'s answer:
+    the workers build the encoder, the driver never loads it."""
     try:
         fingerprints = ray.get([a.fingerprint.remote() for a in pool.actors])  # load in parallel
-        schema = ray.get(pool.actors[0].schema.remote(labels))
+        answer = ray.get(ask(pool.actors[0]))
     except RayTaskError as exc:  # the encoder failed to load: its own error, not Ray's wrapper
         raise exc.cause if isinstance(exc.cause, Exception) else exc from None
     except RayActorError as exc:
         raise RuntimeError(f"the encoder workers could not start: {exc}") from exc
     for fp in fingerprints:
-        if fp != schema.encoder:
-            raise RuntimeError(f"workers loaded different encoders: {fp} != {schema.encoder}")
-    return schema
+        if fp != fingerprints[0]:
+            raise RuntimeError(f"workers loaded different encoders: {fp} != {fingerprints[0]}")
+    return fingerprints, answer
+
+
+def _schema(pool: _Pool, labels: dict[int, str]):
+    """The run's schema, from the workers."""
+    return _from_workers(pool, lambda actor: actor.schema.remote(labels))[1]
+
+
+def _feature_encoder(pool: _Pool) -> tuple[dict, StreamSpec]:
+    """The workers' encoder fingerprint and the (T, D) spec of its features."""
+    fingerprints, spec = _from_workers(pool, lambda actor: actor.feature_spec.remote())
+    return fingerprints[0], spec
 
 
 def _run(shards, pool, watch, task, prepare_args, overwrite, max_retries, summary, bar,
@@ -605,7 +770,7 @@ def _run(shards, pool, watch, task, prepare_args, overwrite, max_retries, summar
             shard.refs = [task.remote(e, *prepare_args) for e in shard.entries]
             watch.tasks.update(shard.refs)
         ref = actor.write_shard.remote(
-            shard.index, shard.entries, shard.refs, overwrite, shard.attempts > 0
+            shard.index, shard.entries, shard.refs, overwrite, shard.attempts > 0, shard.recorded
         )
         inflight[ref] = (shard, actor)
         waiting[actor] += 1
@@ -666,10 +831,13 @@ def _merge(summary: RayPopulateSummary, result: ShardResult) -> None:
         run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + s
 
 
-def _check_visible(store, summary: RayPopulateSummary, todo: list[ManifestEntry]) -> None:
-    """Every video a worker reported done must now be in the index, or it counts as lost."""
+def _check_visible(
+    store, summary: RayPopulateSummary, todo: list[ManifestEntry], features: str | None = None
+) -> None:
+    """Every video a worker reported done must now be in the index (with the added set's
+    features, when adding one), or it counts as lost."""
     store.refresh()
-    present = set(store.ids())
+    present = store.feature_ids(features) if features else set(store.ids())
     for e in todo:
         if e.video_id not in present and e.video_id not in summary.failed:
             summary.lost.setdefault(e.video_id, "not visible in the store after the run")

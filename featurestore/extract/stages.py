@@ -3,13 +3,14 @@
 ``decode`` turns a bad clip into a recorded reason instead of an exception; ``encode`` runs
 the frozen encoder over the frames of several videos and, when a batch fails, retries it
 one video at a time so only the video at fault fails; ``write`` commits finished videos
-(or records why they failed). No torch at import: Ray's CPU tasks import this module.
+(or records why they failed); ``write_features`` does the same for an added feature set,
+one base block at a time. No torch at import: Ray's CPU tasks import this module.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +26,19 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from ..schema import StreamSpec
-    from ..writer import Writer
+    from ..writer import FeatureWriter, Writer
     from .gemma import GemmaEncoder
     from .summary import PopulateSummary
 
-__all__ = ["Encoded", "Job", "decode", "decoded_info", "encode", "write"]
+__all__ = [
+    "Encoded",
+    "Job",
+    "decode",
+    "decoded_info",
+    "encode",
+    "write",
+    "write_features",
+]
 
 COMMIT_SECONDS = 60.0
 """A slow run still commits at least this often."""
@@ -164,3 +173,71 @@ def write(
         write_s += time.perf_counter() - start
         bar.update(1)
     summary.stage_seconds["write"] = write_s
+
+
+_SAMPLING_KEYS = ("total_frames", "num_real_frames", "frames_used")
+
+
+def changed_since(job: Job, recorded: Mapping) -> str | None:
+    """Why the clip decoded now is not the one populate sampled (its frames would not line up
+    with the stored landmarks), or None when it is."""
+    now = job.source or {}
+    for key in _SAMPLING_KEYS:
+        if key in recorded and key in now and recorded[key] != now[key]:
+            return (
+                f"changed: {job.entry.path}: {key} is {now[key]} now, {recorded[key]} when "
+                "populated; the new features would not match the stored frames"
+            )
+    return None
+
+
+def write_features(
+    jobs: Iterable[Job],
+    writer: FeatureWriter,
+    summary: PopulateSummary,
+    bar: tqdm,
+    blocks: list[list[ManifestEntry]],
+    recorded: Mapping[str, Mapping],
+) -> None:
+    """Put each base block's features (or failures) once all its videos are finished, in
+    storage order, then commit: the feature set's blocks line up with the base blocks.
+
+    ``jobs`` may come in any order; only blocks still incomplete are held in memory, and a
+    run stopped early commits none of them (a rerun redoes only those).
+    """
+    where = {e.video_id: i for i, block in enumerate(blocks) for e in block}
+    left = [len(block) for block in blocks]
+    finished: dict[int, dict[str, Job]] = {}
+    write_s = 0.0
+    for job in jobs:
+        vid = job.entry.video_id
+        i = where[vid]
+        if job.error is None:
+            job.error = changed_since(job, recorded.get(vid) or {})
+        finished.setdefault(i, {})[vid] = job
+        left[i] -= 1
+        bar.update(1)
+        if left[i]:
+            continue
+        start = time.perf_counter()
+        done = finished.pop(i)
+        for entry in blocks[i]:
+            _put_features(done[entry.video_id], writer, summary)
+        writer.flush()
+        write_s += time.perf_counter() - start
+        bar.set_postfix(failed=len(summary.failed), refresh=False)
+    summary.stage_seconds["write"] = write_s
+
+
+def _put_features(job: Job, writer: FeatureWriter, summary: PopulateSummary) -> None:
+    vid = job.entry.video_id
+    if job.error is None:
+        assert job.gemma is not None, "a finished job without an error has its features"
+        try:
+            writer.put(vid, job.gemma)  # cast to the set's dtype by the writer
+            summary.done += 1
+            return
+        except InvalidVideoError as exc:
+            job.error = f"write: {exc}"
+    writer.fail(vid, job.error)
+    summary.failed[vid] = job.error

@@ -30,6 +30,8 @@ class PopulateSummary:
     """CPU time of the run after start-up: this process (all its threads) plus the
     landmark workers' time on clips. Unlike wall time it does not grow when other
     programs share the cores."""
+    feature_set: str | None = None
+    """The feature set a ``--add-features`` run added (``done`` counts its videos)."""
 
     @property
     def failed_by_reason(self) -> dict[str, int]:
@@ -53,13 +55,17 @@ class PopulateSummary:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "frames_encoded": self.frames_encoded,
             "cpu_s": round(self.cpu_s, 3),
+            "feature_set": self.feature_set,
         }
 
     def format(self) -> str:
         state = "interrupted" if self.interrupted else "finished"
+        run, done, where = "populate", "done", "the store"
+        if self.feature_set is not None:
+            run, done, where = f"add-features {self.feature_set!r}", "added", "the set"
         lines = [
-            f"populate {state} in {self.elapsed_s:.1f}s ({self.startup_s:.1f}s start-up): {self.done} done "
-            f"({self.videos_per_s:.2f} videos/s), {self.skipped} skipped (already in the store), "
+            f"{run} {state} in {self.elapsed_s:.1f}s ({self.startup_s:.1f}s start-up): {self.done} {done} "
+            f"({self.videos_per_s:.2f} videos/s), {self.skipped} skipped (already in {where}), "
             f"{len(self.failed)} failed"
         ]
         for reason, count in sorted(self.failed_by_reason.items()):
