@@ -289,16 +289,12 @@ class FeatureStore:
         _feature_sets.add_feature_set(self._storage, name, encoder, StreamSpec(shape, dtype))
 
     def feature_writer(
-        self,
-        name: str,
-        overwrite: bool = False,
-        block_size: int | None = None,
-        segment: str | None = None,
+        self, name: str, overwrite: bool = False, block_size: int | None = None
     ) -> FeatureWriter:
         """A writer of feature set ``name``'s rows for videos already in the store."""
         self._storage.require_writable()
         self.refresh()
-        return FeatureWriter(self._storage, name, overwrite, block_size, segment)
+        return FeatureWriter(self._storage, name, overwrite, block_size)
 
     def drop_feature_set(self, name: str) -> dict[str, Any]:
         """Remove a feature set (an added one, or the base ``gemma``)."""
