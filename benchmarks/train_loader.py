@@ -11,7 +11,10 @@ Rows: `loader` = store loader vs `.npy` loader, no augmentation on either (same 
 `loader + augment` = the store loader as training runs it (augmentation on) vs the same
 `.npy` loader; `model step` = model train-step samples/s (ours) with, as baseline, the
 augmented store loader's samples/s, so ratio = how far the loader outruns the model
-(target: loader >= 5x the model, i.e. ratio <= 0.2, reported as `feed headroom` too).
+(target: loader >= 5x the model, i.e. ratio <= 0.2, reported as `feed headroom` too);
+`epoch in memory` (`+ augment`) = seconds per epoch of the same loader holding the split in
+memory (`in_memory=True`, 2 workers sharing it) vs streaming it, so ratio = streaming /
+in memory (the one-off read of the split is printed apart).
 Loader rates: whole epochs (worker start included), best of the epochs after the first
 (whose one-off start-up is reported apart), loaders taking turns epoch by epoch, warm
 page cache, each loader running alone (training would share the cores).
@@ -109,6 +112,13 @@ def loader_rates(
     aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"], feature_std=std)
     ours = StoreLoader(store, "train", BATCH, num_workers=2, seed=0)
     ours_aug = StoreLoader(store, "train", BATCH, num_workers=2, augmenter=aug, seed=0)
+    start = time.perf_counter()
+    held = StoreLoader(store, "train", BATCH, num_workers=2, seed=0, in_memory=True)
+    read_s = time.perf_counter() - start
+    held_aug = StoreLoader(
+        store, "train", BATCH, num_workers=2, augmenter=aug, seed=0, in_memory=True
+    )
+    print(f"in memory: the split read once in {read_s:.2f}s (per loader)")
     npy = PreextractedDataset(ids, labels, folder)
 
     def store_epoch(loader, epoch):
@@ -118,6 +128,8 @@ def loader_rates(
     runs = {
         "store": lambda e: store_epoch(ours, e),
         "store+augment": lambda e: store_epoch(ours_aug, e),
+        "memory": lambda e: store_epoch(held, e),
+        "memory+augment": lambda e: store_epoch(held_aug, e),
         # the seed's way: a fresh DataLoader (fork, 2 workers, shuffle) each epoch
         "npy": lambda e: timed_epoch(
             DataLoader(npy, batch_size=BATCH, shuffle=True, num_workers=2),
@@ -193,6 +205,7 @@ def main() -> None:
         (ours, ours_start), (ours_aug, _), (base, base_start) = (
             measured[k] for k in ("store", "store+augment", "npy")
         )
+        held, held_aug = measured["memory"][0], measured["memory+augment"][0]
         model = model_step_rate(steps)
         print(f"time to first batch: store {ours_start:.2f}s, .npy {base_start:.2f}s")
         print(
@@ -202,6 +215,11 @@ def main() -> None:
             Row("loader", ours, base, ours / base, "samples/s"),
             Row("loader + augment", ours_aug, base, ours_aug / base, "samples/s"),
             Row("model step", model, ours_aug, model / ours_aug, "samples/s"),
+            # epoch seconds, in memory vs streaming (ratio = streaming / in memory)
+            Row("epoch in memory", n / held, n / ours, held / ours, "s/epoch"),
+            Row(
+                "epoch in mem + augment", n / held_aug, n / ours_aug, held_aug / ours_aug, "s/epoch"
+            ),
         ]
         report(
             rows,
