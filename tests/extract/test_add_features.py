@@ -330,6 +330,7 @@ def test_two_processes_on_the_same_videos(own_clips_store, tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
+    """Shard 0 of 2 through the Python API, shard 1 through ``populate --ray``."""
     ray = pytest.importorskip("ray")
     from featurestore.extract import add_features_with_ray
 
@@ -337,27 +338,33 @@ def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
     shutil.copytree(landmark_store, local)
     shutil.copytree(landmark_store, on_ray)
     add_features(local, NAME, **VARIANT, progress=False)
+    out = tmp_path / "cli.json"
+    cli = ["populate", "--store", on_ray, "--add-features", NAME, "--encoder", "tiny-random",
+           "--pooling", "mean_vision_patches", "--ray", "--shard-index", "1", "--num-shards", "2",
+           "--quiet", "--summary-json", str(out)]  # fmt: skip
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = add_features_with_ray(
-            on_ray, NAME, **VARIANT, num_workers=2, cpus_per_worker=0.5, progress=False
-        )
+            on_ray, NAME, **VARIANT, num_workers=2, cpus_per_worker=0.5, progress=False,
+            shard_index=0, num_shards=2,
+        )  # fmt: skip
+        assert cli_main(cli) == 0  # joins the running Ray
     finally:
         ray.shutdown()
     want, got = open_store(local), open_store(on_ray)
-    assert (summary.done, summary.failed, summary.lost) == (len(want), {}, {})
+    # 7 videos in base blocks of 2, 2, 2, 1: shard 0 has blocks 0 and 2, shard 1 the others
+    assert (summary.done, summary.failed, summary.lost) == (4, {}, {})
+    assert json.loads(out.read_text())["done"] == 3
     assert "landmarks" not in summary.stage_seconds  # the decode tasks ran no Holistic
     assert got.feature_ids(NAME) == want.feature_ids(NAME) == set(want.ids())
     assert got.schema.fingerprint(NAME) == want.schema.fingerprint(NAME)
     for vid in want.ids():
-        assert np.array_equal(got.get(vid, [NAME]).arrays[NAME], want.get(vid, [NAME]).arrays[NAME])
-        for stream in BASE:
-            assert (
-                got.get(vid, [stream]).arrays[stream].tobytes()
-                == want.get(vid, [stream]).arrays[stream].tobytes()
-            )
+        a, b = want.get(vid, [NAME, *BASE]).arrays, got.get(vid, [NAME, *BASE]).arrays
+        assert all(a[s].tobytes() == b[s].tobytes() for s in (NAME, *BASE)), vid
     base_blocks = [set(b.video_ids) for b in got.blocks()]
-    assert all(any(r <= b for b in base_blocks) for r in _feature_records(on_ray))
+    records = _feature_records(on_ray)
+    assert sorted(v for r in records for v in r) == want.ids()
+    assert all(any(r <= b for b in base_blocks) for r in records)
     assert got.verify() == []
