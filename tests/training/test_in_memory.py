@@ -9,6 +9,7 @@ import torch
 
 from featurestore import FeatureStore, open_store
 from tests.training.stores import LAYOUT, make_store
+from tests.training.test_feature_sets import add_features
 from training import TrainConfig, in_memory, train
 from training.augment import AugmentConfig, Augmenter
 from training.cli import train_main
@@ -40,7 +41,7 @@ def assert_same_batches(a: StoreLoader, b: StoreLoader, epochs=(0, 1)) -> None:
         assert len(got) == len(want) > 0
         for x, y in zip(got, want, strict=True):
             assert x["ids"] == y["ids"], f"epoch {epoch}"
-            for k in ("label", *STREAMS):
+            for k in ("label", *a.streams):
                 assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), (epoch, k)
         assert a.skipped == b.skipped
 
@@ -106,6 +107,21 @@ def test_the_split_is_read_once_and_bad_rows_are_skipped_as_streaming_does(store
     assert len(held.skipped) == 16
     assert "non-finite" in held.skipped["train-002-003"]
     assert "unlabeled" in held.skipped["train-002-005"]
+
+
+def test_a_feature_set_added_to_some_videos_matches_streaming(tmp_path):
+    url = str(tmp_path / "sets.zarr")
+    make_store(url, classes=4, per_class={"train": 8}, block_size=16)
+    lacking = ("train-000-000", "train-002-005")
+    add_features(open_store(url, "r+"), "alt", {"model_id": "alt"}, 12, skip=lacking)
+    streams = ["alt", "landmarks", "landmark_mask"]
+    aug = Augmenter(AugmentConfig(), LAYOUT["parts"], LAYOUT["sizes"])
+    held = loader(url, True, streams=streams, augmenter=aug)
+    assert_same_batches(held, loader(url, False, streams=streams, augmenter=aug))
+    alt = held.dataset.arrays["alt"]
+    assert alt.shape == (30, 4, 12) and alt.dtype == torch.float16
+    nbytes = 30 * (4 * 12 * 2 + 4 * 75 * 3 * 4 + 4 * 3)
+    assert split_nbytes(open_store(url), "train", streams) == nbytes
 
 
 def test_auto_holds_the_split_only_when_it_fits(store_url, monkeypatch):
