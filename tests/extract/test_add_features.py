@@ -162,6 +162,40 @@ def test_add_writes_only_the_new_set_from_the_recorded_sources(store_copy, varia
     assert (again.done, again.skipped) == (0, len(ids)) and variant.forward_calls == forwards
 
 
+@pytest.fixture(params=["hdf5", "memory", "s3"])
+def backend(request, tmp_path) -> tuple[str, dict | None]:
+    """Store locations on the other backends (the tests above use local Zarr)."""
+    if request.param == "hdf5":
+        return str(tmp_path / "s.h5"), None
+    if request.param == "memory":
+        return f"memory://{tmp_path.name}/s.zarr", None
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from tests.s3_server import shared_s3_server
+
+    s3 = shared_s3_server()
+    return f"s3://{s3.make_bucket()}/s.zarr", s3.storage_options
+
+
+def test_add_and_overwrite_on_every_backend(backend, tmp_path, tiny_encoder, variant):
+    url, opts = backend
+    entries = _clips(tmp_path / "clips", per_class=2)
+    populate(url, entries, encoder=tiny_encoder, num_frames=T, landmarks=False,
+             commit_every=2, progress=False, storage_options=opts)  # fmt: skip
+    ids = sorted(e.video_id for e in entries)
+    first = add_features(url, NAME, encoder=variant, storage_options=opts, progress=False)
+    assert (first.done, first.failed) == (len(ids), {})
+    again = add_features(url, NAME, encoder=variant, overwrite=True, storage_options=opts,
+                         progress=False)  # fmt: skip
+    assert (again.done, again.skipped) == (len(ids), 0)  # --overwrite redoes every video
+    store = open_store(url, storage_options=opts)
+    assert store.feature_ids(NAME) == set(ids) and len(store.ids(streams=[NAME])) == len(ids)
+    want = {e.video_id: variant.encode(decode_clip(e.path, T).frames) for e in entries}
+    got = store.get_many(ids, [NAME]).arrays[NAME]
+    assert np.allclose(got, np.stack([want[v] for v in ids]), atol=2e-3)
+    assert store.verify() == []
+
+
 def test_another_encoder_under_the_same_name_is_refused(store_copy, tiny_encoder):
     add_features(store_copy, NAME, **VARIANT, progress=False)
     with pytest.raises(SchemaMismatchError, match=NAME):
