@@ -158,9 +158,10 @@ def test_training_in_memory_equals_streaming_and_logs_the_choice(tmp_path, capsy
     for key in ("train_loss", "val_loss", "val_top1", "global_step"):
         assert runs["on"][key] == runs["off"][key], key
 
-    monkeypatch.setattr(in_memory, "available_memory", lambda: 1000)
-    train(TrainConfig(store=url, out=str(tmp_path / "auto"), epochs=1, **fast))
-    assert "data: train and val streaming (auto:" in capsys.readouterr().out
+    for available, mode in ((10**12, "in memory"), (1000, "streaming")):
+        monkeypatch.setattr(in_memory, "available_memory", lambda a=available: a)
+        train(TrainConfig(store=url, out=str(tmp_path / "auto"), epochs=1, **fast))
+        assert f"data: train and val {mode} (auto:" in capsys.readouterr().out
     argv = ["--store", url, "--out", str(tmp_path / "x"), "--data-in-memory", "on", "--epochs", "1"]
     assert train_main(argv) == 2
     assert "only 0 MiB available" in capsys.readouterr().err
