@@ -234,6 +234,7 @@ def test_missing_file_and_imported_video_are_recorded_failures(own_clips_store, 
     assert set(again.failed) == {"imported"}
     store.refresh()
     assert gone.video_id in store.feature_ids(NAME) and store.verify() == []
+    assert set(store.feature_failures(NAME)) == {"imported"}  # the success supersedes it
 
 
 def test_a_clip_changed_since_populate_is_refused(own_clips_store, tmp_path):
@@ -330,6 +331,27 @@ def test_sigkill_mid_add_then_rerun(own_clips_store, tmp_path):
     )  # fmt: skip
     _each_video_once(url, ids)
     assert sorted(v for r in _feature_records(url) for v in r) == ids  # no row twice
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_add_commits_whole_blocks_then_rerun(own_clips_store, tmp_path):
+    url, entries = own_clips_store
+    ids = sorted(e.video_id for e in entries)
+    out = tmp_path / "interrupted.json"
+    proc = _start_add(url, out)
+    deadline = time.monotonic() + 120
+    while _added(url) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    result = json.loads(out.read_text())
+    committed = _added(url)
+    assert result["interrupted"] is True and result["done"] == committed < len(ids)
+    assert committed % 2 == 0  # whole base blocks only
+    rerun = _finished(_start_add(url, tmp_path / "rerun.json"), tmp_path / "rerun.json")
+    assert (rerun["skipped"], rerun["done"]) == (committed, len(ids) - committed)
+    _each_video_once(url, ids)
 
 
 def test_two_processes_on_disjoint_shards(own_clips_store, tmp_path):
