@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from training.augment import Augmenter
 from training.dataset import StoreWindows
 from training.plan import Window
 
@@ -114,31 +113,9 @@ def hold_in_memory(
 class SplitInMemory(StoreWindows):
     """`StoreWindows` over a copy of the split in memory (see the module notes)."""
 
-    def __init__(
-        self,
-        store: FeatureStore,
-        split: str,
-        streams: list[str],
-        *,
-        window_rows: int,
-        seed: int,
-        shuffle: bool,
-        augmenter: Augmenter | None,
-        rank: int = 0,
-        world_size: int = 1,
-        shared: bool = False,
-    ):
-        super().__init__(
-            store,
-            split,
-            streams,
-            window_rows=window_rows,
-            seed=seed,
-            shuffle=shuffle,
-            augmenter=augmenter,
-            rank=rank,
-            world_size=world_size,
-        )
+    def __init__(self, *args: Any, shared: bool = False, **kwargs: Any):
+        """`StoreWindows`' arguments; ``shared``: the split in shared memory (for workers)."""
+        super().__init__(*args, **kwargs)
         self.arrays, self.labels, self.unusable = self._read_split(shared)
 
     def _read_split(
