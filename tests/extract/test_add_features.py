@@ -407,8 +407,23 @@ def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
             shard_index=0, num_shards=2,
         )  # fmt: skip
         assert cli_main(cli) == 0  # joins the running Ray
+        killed: list[str] = []
+
+        def kill_first_worker(result) -> None:  # it still has a shard queued
+            if not killed and result.done:
+                killed.append(result.worker)
+                ray.kill(ray.get_actor(result.worker))
+
+        shutil.copytree(landmark_store, tmp_path / "killed.zarr")
+        survived = add_features_with_ray(
+            str(tmp_path / "killed.zarr"), NAME, **VARIANT, num_workers=2, cpus_per_worker=0.5,
+            progress=False, on_shard=kill_first_worker,
+        )  # fmt: skip
     finally:
         ray.shutdown()
+    assert killed and survived.worker_restarts >= 1 and not survived.lost
+    assert survived.done == 7  # the dead worker's queued block was redone by its replacement
+    _each_video_once(str(tmp_path / "killed.zarr"), open_store(local).ids())
     want, got = open_store(local), open_store(on_ray)
     # 7 videos in base blocks of 2, 2, 2, 1: shard 0 has blocks 0 and 2, shard 1 the others
     assert (summary.done, summary.failed, summary.lost) == (4, {}, {})
