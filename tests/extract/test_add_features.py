@@ -237,6 +237,22 @@ def test_missing_file_and_imported_video_are_recorded_failures(own_clips_store, 
     assert set(store.feature_failures(NAME)) == {"imported"}  # the success supersedes it
 
 
+@pytest.mark.parametrize("name", ["store_v1.zarr", "store_v1.h5"])
+def test_a_store_from_before_feature_sets_takes_one(name, tmp_path, variant):
+    """Its videos were written by hand (no clips): each is a recorded failure, nothing breaks."""
+    url = str(tmp_path / name)
+    shutil.copytree(Path(__file__).parents[1] / "featurestore" / "data" / name, url)
+    before = {v: open_store(url).get(v).arrays for v in open_store(url).ids()}
+    summary = add_features(url, NAME, encoder=variant, progress=False)
+    store = open_store(url)
+    assert summary.done == 0 and set(summary.failed) == set(before)
+    assert all(r.startswith("no_source:") for r in store.feature_failures(NAME).values())
+    assert store.feature_ids(NAME) == set() and store.schema.spec(NAME).shape == (4, 32)
+    for vid, arrays in before.items():
+        assert all(np.array_equal(store.get(vid).arrays[s], a) for s, a in arrays.items())
+    assert store.verify() == []
+
+
 def test_a_clip_changed_since_populate_is_refused(own_clips_store, tmp_path):
     url, entries = own_clips_store
     other = synthesize(tmp_path / "longer", classes=1, per_class=1, frames=40, size=(64, 64))
