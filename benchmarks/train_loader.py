@@ -14,7 +14,11 @@ augmented store loader's samples/s, so ratio = how far the loader outruns the mo
 (target: loader >= 5x the model, i.e. ratio <= 0.2, reported as `feed headroom` too);
 `epoch in memory` (`+ augment`) = seconds per epoch of the same loader holding the split in
 memory (`in_memory=True`, 2 workers sharing it) vs streaming it, so ratio = streaming /
-in memory (the one-off read of the split is printed apart).
+in memory (the one-off read of the split is printed apart);
+`joined read` = the store loader streaming landmarks + a feature set added to the videos
+later (`--features NAME`: its own segments, joined by video id) vs the same rows read as
+base streams (the gemma copy written with the videos), no augmentation, the two taking turns
+over 6 epochs (target ratio >= 0.9: no more than 10% below streaming base streams).
 Loader rates: whole epochs (worker start included), best of the epochs after the first
 (whose one-off start-up is reported apart), loaders taking turns epoch by epoch, warm
 page cache, each loader running alone (training would share the cores).
@@ -43,6 +47,22 @@ from model import HybridASLModel, ModelConfig  # noqa: E402
 from training import AugmentConfig, Augmenter, StoreLoader  # noqa: E402
 
 CLASSES, BATCH = 100, 32
+ADDED = "added"
+
+
+def add_feature_copy(url: str, name: str = ADDED) -> float:
+    """Feature set `name` holding the same bytes as base `gemma`, written as populate
+    --add-features writes (one feature block per base block); seconds taken."""
+    start = time.perf_counter()
+    store = open_store(url, "r+")
+    store.add_feature_set(name, {"model_id": "bench-added", "feature_dim": D}, (T, D))
+    with store.feature_writer(name) as w:
+        for block in store.blocks():
+            batch = store.read_block(block, ["gemma"])
+            for vid, row in zip(batch.ids, batch.arrays["gemma"], strict=True):
+                w.put(vid, row)
+            w.flush()
+    return time.perf_counter() - start
 
 
 def make_data(root: Path, n: int) -> tuple[str, Path, list[str], list[int]]:
@@ -148,6 +168,31 @@ def loader_rates(
     return {name: (max(r), first[name]) for name, r in rates.items()}
 
 
+def joined_rates(url: str, epochs: int) -> tuple[float, float, float]:
+    """Best samples/s of the store loader streaming landmarks + the added feature set, and
+    of it streaming the same rows stored as base streams, and the median of their per-round
+    ratios. The two take turns epoch by epoch (the first, start-up, left out) so that load
+    from elsewhere on the machine hits both alike."""
+    store = open_store(url)
+    loaders = {
+        "joined": StoreLoader(
+            store, "train", BATCH, streams=[ADDED, "landmarks", "landmark_mask"], num_workers=2
+        ),
+        "base": StoreLoader(
+            store, "train", BATCH, streams=["gemma", "landmarks", "landmark_mask"], num_workers=2
+        ),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for epoch in range(epochs):
+        for name, loader in loaders.items():
+            loader.set_epoch(epoch)
+            rate, _ = timed_epoch(loader, lambda b: len(b["ids"]))
+            if epoch:
+                rates[name].append(rate)
+    ratios = [j / b for j, b in zip(rates["joined"], rates["base"], strict=True)]
+    return max(rates["joined"]), max(rates["base"]), float(np.median(ratios))
+
+
 def model_step_rate(steps: int) -> float:
     """The fastest the model consumes samples: best over 1 thread and all threads (on a
     busy machine, OpenMP spinning can make more threads far slower)."""
@@ -201,12 +246,18 @@ def main() -> None:
         print(
             f"{n} videos (T={T}, D={D} fp16, {K} landmarks) written in {time.perf_counter() - t0:.1f}s; cpu threads {torch.get_num_threads()}"
         )
+        print(f"feature set {ADDED!r} (a copy of gemma) added in {add_feature_copy(url):.1f}s")
         measured = loader_rates(url, ids, labels, folder, epochs)
         (ours, ours_start), (ours_aug, _), (base, base_start) = (
             measured[k] for k in ("store", "store+augment", "npy")
         )
         held, held_aug = measured["memory"][0], measured["memory+augment"][0]
+        joined, joined_base, joined_median = joined_rates(url, 7)
         model = model_step_rate(steps)
+        print(
+            f"joined read (landmarks + added set) / base streams: best {joined / joined_base:.2f}x, "
+            f"median of rounds {joined_median:.2f}x (target >= 0.9)"
+        )
         print(f"time to first batch: store {ours_start:.2f}s, .npy {base_start:.2f}s")
         print(
             f"feed headroom (augmented store loader / model step): {ours_aug / model:.1f}x (target >= 5x)"
@@ -215,6 +266,7 @@ def main() -> None:
             Row("loader", ours, base, ours / base, "samples/s"),
             Row("loader + augment", ours_aug, base, ours_aug / base, "samples/s"),
             Row("model step", model, ours_aug, model / ours_aug, "samples/s"),
+            Row("joined read", joined, joined_base, joined / joined_base, "samples/s"),
             # epoch seconds, in memory vs streaming (ratio = streaming / in memory)
             Row("epoch in memory", n / held, n / ours, held / ours, "s/epoch"),
             Row(
