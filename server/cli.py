@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from .protocol import CoalescingHttpToolsProtocol
+
     common = dict(
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         access_log=args.access_log,
+        http=CoalescingHttpToolsProtocol,  # a response's head and body in one write
     )
     if settings.workers == 1:
         from .app import create_app

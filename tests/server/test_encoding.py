@@ -48,3 +48,27 @@ def test_json_and_npy_round_trip(arr):
 def test_float16_json_is_the_shortest_text():
     body = json.loads(json_bytes(np.array([0.1, 1.0, -2.5], dtype=np.float16)))
     assert body["data"] == [0.1, 1.0, -2.5]  # not 0.0999755859375
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(24, dtype=np.float16).reshape(2, 3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),  # F order
+        np.arange(40, dtype=np.int64).reshape(5, 8)[::2, 1::3],  # neither C nor F
+        np.zeros((0, 75, 3), dtype=np.float32),
+        np.array([True, False]),
+    ],
+    ids=["c-order", "f-order", "strided", "empty", "bool"],
+)
+def test_npy_bytes_are_what_numpy_saves(arr):
+    """The cached header must be byte for byte numpy's own, whatever the array's layout."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    assert npy_bytes(arr) == buf.getvalue()
+    assert npy_bytes(arr) == buf.getvalue()  # the second call takes the header from the cache
+
+
+def test_npy_refuses_object_arrays():
+    with pytest.raises(ValueError):
+        npy_bytes(np.array([{"a": 1}], dtype=object))
