@@ -31,7 +31,11 @@ class VideoDetail(VideoSummary):
         description="Where the features came from (path, frame range, real frame count).",
         examples=[{"path": "videos/69241.mp4", "frame_start": 1, "frame_end": -1}],
     )
-    streams: list[str] = Field(examples=[["gemma", "landmarks", "landmark_mask"]])
+    streams: list[str] = Field(
+        description="The streams it holds: the store's base streams, then the feature sets "
+        "added to it.",
+        examples=[["gemma", "landmarks", "landmark_mask"]],
+    )
 
 
 class VideoList(BaseModel):

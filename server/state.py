@@ -73,6 +73,8 @@ class ServingState:
     ids_by_split: dict[str | None, list[str]] = field(default_factory=dict)
     holding: set[str] | None = None
     """Videos holding every stream the model reads, computed once (see `lacking`)."""
+    holders: dict[str, set[str]] = field(default_factory=dict)
+    """Videos holding each added feature set, computed once per set (see `streams_of`)."""
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -96,6 +98,15 @@ class ServingState:
         if self.holding is None:
             self.holding = set(self.store.ids(streams=self.predictor.streams))
         return [v for v in video_ids if v not in self.holding]
+
+    def streams_of(self, video_id: str) -> list[str]:
+        """The streams a stored video holds: the base ones and the feature sets added to it."""
+        schema = self.store.schema
+        for name in schema.feature_sets:
+            if name not in self.holders:
+                self.holders[name] = self.store.feature_ids(name)
+        added = [s for s in schema.feature_sets if video_id in self.holders[s]]
+        return [*schema.streams, *added]
 
 
 def build_state(

@@ -79,7 +79,7 @@ async def get_video(video_id: str = VIDEO_ID, state: ServingState = Depends(get_
         "gloss": e.gloss,
         "split": e.split,
         "source": e.source,
-        "streams": list(state.store.schema.streams),
+        "streams": state.streams_of(e.video_id),
     }
 
 

@@ -121,6 +121,9 @@ def test_the_lookup_route_serves_an_added_set_and_404s_where_a_video_lacks_it(al
         r = c.get("/v1/videos/v000/features/siglip")
         assert r.status_code == 404 and "'alt'" in r.json()["detail"]  # it lists what there is
         assert c.get(f"/v1/videos/{LACKING}/features/gemma").status_code == 200
+        base = {"gemma", "landmarks", "landmark_mask"}
+        assert set(c.get("/v1/videos/v000").json()["streams"]) == {*base, "alt"}
+        assert set(c.get(f"/v1/videos/{LACKING}").json()["streams"]) == base
 
 
 def test_refuses_a_store_without_the_set_or_with_it_from_another_encoder(alt_env, tmp_path):
