@@ -189,3 +189,40 @@ def test_a_store_written_before_feature_sets_opens_trains_and_takes_one(name, tm
     add_features(open_store(str(url), "r+"), "alt", ALT, ALT_DIM)
     run(str(url), tmp_path / "alt", epochs=1, val_split="test", batch_size=4, features="alt")
     assert load_checkpoint(tmp_path / "alt" / "best.pt").features == "alt"
+
+
+@pytest.mark.slow
+def test_populate_add_features_then_each_set_trains_evaluates_and_is_refused_elsewhere(
+    tmp_path, capsys
+):
+    """The issue's flow with real extraction: tiny-random populate, a second set from the
+    same model pooled before the projector (another fingerprint, 32-d not 48-d)."""
+    from featurestore.extract import add_features as add_set
+    from featurestore.extract import populate, read_manifest, synthesize
+
+    entries = read_manifest(synthesize(tmp_path / "clips", 2, 4, frames=12, size=(64, 64)))
+    both = str(tmp_path / "both.zarr")
+    populate(both, entries, "tiny-random", num_frames=4, workers=1, progress=False)
+    add_set(both, "patches", "tiny-random", pooling="mean_vision_patches", progress=False)
+    only_patches = str(tmp_path / "patches.zarr")
+    populate(only_patches, entries, None, num_frames=4, workers=1, progress=False)
+    add_set(only_patches, "patches", "tiny-random", pooling="mean_vision_patches", progress=False)
+    only_gemma = str(tmp_path / "gemma.zarr")
+    shutil.copytree(both, only_gemma)
+    open_store(only_gemma, "r+").drop_feature_set("patches")
+
+    fast = ["--batch-size", "16", "--hidden-dim", "32", "--workers", "0", "--no-progress"]
+    for name, other in (("gemma", only_patches), ("patches", only_gemma)):
+        out = tmp_path / name
+        argv = ["--store", both, "--features", name, "--epochs", "1", "--out", str(out)]
+        assert train_main([*argv, *fast]) == 0
+        ckpt = load_checkpoint(out / "best.pt")
+        assert ckpt.features == name
+        assert ckpt.encoder == open_store(both).schema.fingerprint(name)
+        assert eval_main(["--store", both, "--checkpoint", str(out / "best.pt")]) == 0
+        err = cli_error(["--store", other, "--checkpoint", str(out / "best.pt")], eval_main, capsys)
+        assert f"feature set {name!r}: missing from the store" in err
+    widths = {
+        n: load_checkpoint(tmp_path / n / "best.pt").config.gemma_dim for n in ("gemma", "patches")
+    }
+    assert widths == {"gemma": 48, "patches": 32}
