@@ -109,8 +109,15 @@ async def serve_and_ask(http) -> tuple[bytes, str]:
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    for _ in range(1000):  # at most 10 s; a server that failed to start raises here
+        if server.started or task.done():
+            break
         await asyncio.sleep(0.01)
+    if not server.started:
+        task.cancel()
+        raise AssertionError(
+            f"uvicorn did not start: {task.exception() if task.done() else 'timeout'}"
+        )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         paths = ["/small", "/big", "/stream", "/small"]
@@ -119,13 +126,13 @@ async def serve_and_ask(http) -> tuple[bytes, str]:
         writer.write(requests[-1].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         raw = await asyncio.wait_for(reader.read(-1), 10)
         writer.close()
-        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
             await ws.send("hi")
-            echo = await ws.recv()
+            echo = await asyncio.wait_for(ws.recv(), 10)
         return raw, echo
     finally:
         server.should_exit = True
-        await task
+        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
