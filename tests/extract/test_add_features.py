@@ -438,7 +438,9 @@ def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
     finally:
         ray.shutdown()
     assert killed and survived.worker_restarts >= 1 and not survived.lost
-    assert survived.done == 7  # the dead worker's queued block was redone by its replacement
+    # the dead worker's queued block was redone by its replacement, or found committed (the
+    # kill can land after the worker finished it): skipped, never lost or written twice
+    assert survived.done + survived.skipped == 7 and not survived.failed
     _each_video_once(str(tmp_path / "killed.zarr"), open_store(local).ids())
     want, got = open_store(local), open_store(on_ray)
     # 7 videos in base blocks of 2, 2, 2, 1: shard 0 has blocks 0 and 2, shard 1 the others
