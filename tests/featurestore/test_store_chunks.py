@@ -175,3 +175,23 @@ def test_without_preadv_zarr_and_h5py_read_everything(tmp_path, rng, monkeypatch
     batch = next(store.iter_batches(batch_size=6))
     np.testing.assert_array_equal(batch.arrays["landmarks"][4], videos["v4"]["landmarks"])
     assert store.verify() == []
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_streamed_rows_are_writable_and_writing_them_never_changes_the_store(tmp_path, rng, suffix):
+    """Block reads map the chunk files copy-on-write: callers may change what they got
+    (augmentation in place), and the store, and later reads, keep the committed bytes."""
+    url = str(tmp_path / f"s{suffix}")
+    videos = _write(url, rng, n=8, block_size=4)
+    store = open_store(url)
+    batches = list(store.iter_batches(batch_size=4))
+    for batch in batches:
+        for stream, arr in batch.arrays.items():
+            assert arr.flags.writeable, stream
+            arr[...] = 0 if arr.dtype != bool else False
+    again = open_store(url)
+    for batch in again.iter_batches(batch_size=4):
+        for i, vid in enumerate(batch.ids):
+            for stream, want in videos[vid].items():
+                np.testing.assert_array_equal(batch.arrays[stream][i], want)
+    assert again.verify() == []
