@@ -126,11 +126,10 @@ class Index:
         key = (split, tuple(sorted(having)))
         if key not in self._blocks:
             sets = [self.features[name].rows for name in having]
-            self._blocks[key] = _group(
-                e
-                for e in self.entries.values()
-                if (split is None or e.split == split) and all(e.video_id in s for s in sets)
-            )
+            rows = [e for e in self.entries.values() if split is None or e.split == split]
+            if sets:
+                rows = [e for e in rows if all(e.video_id in s for s in sets)]
+            self._blocks[key] = _group(rows)
         return self._blocks[key]
 
     @classmethod
