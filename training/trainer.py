@@ -88,6 +88,12 @@ class Trainer:
         features = (ckpt.features or cfg.features) if ckpt else cfg.features
         self.streams = check_streams(self.store, modalities, features)
         self.features = visual_features(modalities, features)
+        if cfg.features not in (features, TrainConfig.features):  # a --features that is unused
+            self.log(f"note: --features {cfg.features} ignored: resuming keeps {features!r}")
+        elif self.features is None and cfg.features != TrainConfig.features:
+            self.log(
+                f"note: --features {cfg.features} ignored: --modalities {modalities} reads none"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.split_report = check_splits(

@@ -159,6 +159,18 @@ def test_resume_keeps_the_feature_set_of_the_checkpoint(two_sets, tmp_path):
     assert load_checkpoint(out / "last.pt").features == "alt"
 
 
+def test_a_features_flag_that_cannot_apply_is_named_not_silently_dropped(
+    two_sets, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    run(two_sets, out, epochs=1, features="alt", max_steps=1)
+    capsys.readouterr()
+    run(two_sets, out, epochs=2, resume=str(out / "last.pt"), features="gemma2", max_steps=2)
+    assert "--features gemma2 ignored: resuming keeps 'alt'" in capsys.readouterr().out
+    run(two_sets, tmp_path / "lm", epochs=1, modalities="landmarks", features="alt", max_steps=1)
+    assert "--features alt ignored: --modalities landmarks reads none" in capsys.readouterr().out
+
+
 def test_a_checkpoint_from_before_feature_sets_means_gemma(two_sets, tmp_path):
     run(two_sets, tmp_path / "run", epochs=1)
     path = tmp_path / "run" / "best.pt"
