@@ -174,10 +174,11 @@ class Storage:
         dense = len(take) == hi - lo
         what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
         crcs = None
-        if dense and self.backend.checks_rows:
-            known = [c for c in block.crc32c if c and all(s in c for s in streams)]
-            if len(known) == len(block) > 0:
-                crcs = {s: [c[s] for c in known] for s in streams}
+        if dense and self.backend.checks_rows and len(block.crc32c) == len(block) > 0:
+            try:
+                crcs = {s: [c[s] for c in block.crc32c] for s in streams}  # type: ignore[index]
+            except (KeyError, TypeError):  # a row kept none (None), or none for a stream
+                crcs = None
         rows = self.read(RowRange(block.segment, block.block, lo, hi), streams, what, crcs)
         return {s: a if dense else a[take] for s, a in rows.items()}
 

@@ -22,9 +22,13 @@ COMMITS = "commits"
 FEATURES = "features"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class IndexEntry:
-    """Where one committed video lives, and its metadata."""
+    """Where one committed video lives, and its metadata; treat as read-only.
+
+    Not ``frozen``: a frozen dataclass's ``__init__`` costs 2.5x as much, and a store's
+    whole log is turned into these each time it is opened (benchmarks/store_io.py).
+    """
 
     video_id: str
     segment: str
@@ -39,9 +43,9 @@ class IndexEntry:
     """CRC32C of the row's bytes per stream (None in stores written before they were kept)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FeatureRow:
-    """Where one video's row of an added feature set lives."""
+    """Where one video's row of an added feature set lives; treat as read-only."""
 
     video_id: str
     segment: str
@@ -138,20 +142,16 @@ class Index:
         index = cls()
         parsed = _records(files, COMMITS, index)
         failed_at: dict[str, tuple] = {}
+        entries = index.entries
         for order, rec in parsed:
+            segment, block = order[1], order[2]
             for v in rec.get("videos", []):
-                index.entries[v["video_id"]] = IndexEntry(
-                    video_id=v["video_id"],
-                    segment=rec["segment"],
-                    block=int(rec["block"]),
-                    offset=int(v["offset"]),
-                    label=int(v.get("label", -1)),
-                    gloss=str(v.get("gloss", "")),
-                    split=str(v.get("split", "")),
-                    source=v.get("source") or {},
-                    order=order,
-                    crc32c=v.get("crc32c"),
-                )
+                get = v.get
+                entries[v["video_id"]] = IndexEntry(
+                    v["video_id"], segment, block, int(v["offset"]), int(get("label", -1)),
+                    str(get("gloss", "")), str(get("split", "")), get("source") or {}, order,
+                    get("crc32c"),
+                )  # fmt: skip
             for f in rec.get("failures", []):
                 index.failures[f["video_id"]] = f["reason"]
                 failed_at[f["video_id"]] = order

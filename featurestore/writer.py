@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._storage import Storage
-from .backends._chunks import crc32c
+from .backends._crc import crc32c
 from .errors import InvalidVideoError
 from .index import commit_key, encode_record
 from .schema import StreamSpec, validate_video_id

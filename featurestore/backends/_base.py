@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..schema import StoreSchema, StreamSpec
-from ._chunks import crc32c as _crc32c
+from ._crc import crc32c as _crc32c
 
 
 @dataclass(frozen=True)

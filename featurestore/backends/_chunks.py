@@ -14,19 +14,15 @@ import mmap
 import os
 import uuid
 
-import google_crc32c
 import numpy as np
+
+from ._crc import crc32c
 
 HAVE_PREADV = hasattr(os, "preadv") and hasattr(os, "writev")  # POSIX; elsewhere Zarr/h5py
 _CODECS = (  # one-byte types have no endianness to name
     [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
     [{"name": "bytes"}, {"name": "crc32c"}],
 )
-
-
-def crc32c(data: np.ndarray) -> int:
-    """CRC32C of an array's bytes in C order (google-crc32c's C code, as Zarr's codec uses)."""
-    return google_crc32c.value(np.ascontiguousarray(data))
 
 
 class ChunkFiles:

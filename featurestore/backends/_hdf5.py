@@ -2,16 +2,20 @@
 
 HDF5 files are not safe for concurrent writers nor for a writer killed mid-write, so each
 block is written to a temporary file and renamed into place when complete: a block file is
-either whole or absent. Chunks are one video each, with Fletcher-32 checksums.
+either whole or absent. Each stream is one dataset with a Fletcher-32 checksum per chunk; a
+chunk holds the whole block (one video per chunk when compressed, or in stores written
+before, with ``chunk_rows=1``).
 
 Where the commit records hold each row's CRC32C, uncompressed rows are read with plain file
-I/O at the byte offsets HDF5 reports (one ``preadv`` straight into the output for a block),
-checked by those CRC32Cs instead of HDF5's per-chunk Fletcher-32 pass, the slow part of a
-block read (benchmarks/store_io.py). Anything else goes through h5py.
+I/O at the byte offsets HDF5 reports, checked by those CRC32Cs instead of HDF5's Fletcher-32
+pass (the slow part of an h5py read, benchmarks/store_io.py): a block's rows, contiguous in
+its one chunk, are mapped copy-on-write like Zarr chunks; one-video chunks come in one
+``preadv``. Anything else goes through h5py, which checks the Fletcher-32.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import sys
@@ -25,25 +29,41 @@ from .._files import is_remote, local_path
 from ..schema import StreamSpec
 from ._base import Backend, RowRange
 from ._chunks import HAVE_PREADV
-from ._chunks import crc32c as _crc32c
+from ._crc import crc32c_rows
 
 _MAX_OPEN = 64
 _FLETCHER = 4  # bytes of Fletcher-32 checksum after each chunk's data
 
 
 class _Rows:
-    """Where a dataset of one-row chunks sits in its file: chunk i at ``first + i * stride``."""
+    """Where a dataset's rows sit in its file: one chunk of all ``count`` rows at ``first``
+    (``chunk_rows == count``), or one-row chunks, row i at ``first + i * (row + checksum)``."""
 
-    def __init__(self, first: int, stride: int, count: int, shape: tuple, dtype: np.dtype):
-        self.first, self.stride, self.count = first, stride, count
+    def __init__(
+        self, first: int, chunk_rows: int, count: int, shape: tuple, dtype: np.dtype
+    ) -> None:
+        self.first, self.chunk_rows, self.count = first, chunk_rows, count
         self.shape, self.dtype = shape, dtype
-        self.row_nbytes = stride - _FLETCHER
+        self.row_nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self.stride = self.row_nbytes + (_FLETCHER if chunk_rows == 1 else 0)
 
 
 class HDF5Backend(Backend):
     name = "hdf5"
-    default_chunk_rows = 1
     checks_rows = True
+
+    def __init__(
+        self,
+        url: str,
+        schema,
+        block_size: int,
+        storage_options: dict | None = None,
+        compression: str = "none",
+        chunk_rows: int | None = None,
+    ):
+        if chunk_rows is None and compression != "none":
+            chunk_rows = 1  # a compressed chunk is inflated whole to read one row of it
+        super().__init__(url, schema, block_size, storage_options, compression, chunk_rows)
 
     def _setup(self) -> None:
         if is_remote(self.url):
@@ -52,7 +72,7 @@ class HDF5Backend(Backend):
             )
         self.root = os.path.abspath(local_path(self.url))
         self._open: OrderedDict[str, h5py.File] = OrderedDict()
-        self._rows: OrderedDict[tuple[str, str], _Rows | None] = OrderedDict()
+        self._layouts: dict[tuple[int, str], _Rows | None] = {}  # (file size, stream)
 
     def _block_path(self, segment: str, block: int) -> str:
         return os.path.join(self.root, "segments", segment, f"{block:08d}.h5")
@@ -113,63 +133,61 @@ class HDF5Backend(Backend):
     ) -> np.ndarray:
         """Rows by plain file I/O where the layout allows, else h5py; each checked by its CRC."""
         path = self._block_path(segment, block)
-        rows = self._layout(path, stream)
-        if rows is not None and stop <= rows.count:
-            out = self._pread(path, rows, start, stop)
-            if out is not None and all(
-                _crc32c(r) == c for r, c in zip(out.reshape(len(out), -1), crcs, strict=True)
-            ):
-                return out
+        out = self._read_plain(path, start, stop, stream)
+        if out is not None and crc32c_rows(out) == list(crcs):
+            return out
+        if out is not None:  # damage, or a layout that differs from the one assumed
+            self._layouts.pop((os.path.getsize(path), stream), None)
         out = np.ascontiguousarray(self.read_rows(segment, block, start, stop, stream))
-        for i, (r, c) in enumerate(zip(out.reshape(len(out), -1), crcs, strict=True)):
-            if _crc32c(r) != c:
+        for i, (got, want) in enumerate(zip(crc32c_rows(out), crcs, strict=True)):
+            if got != want:
                 raise ValueError(f"row {start + i}: CRC32C differs from its commit record")
         return out
 
-    @staticmethod
-    def _pread(path: str, rows: _Rows, start: int, stop: int) -> np.ndarray | None:
-        """Rows [start, stop) in one preadv: each row's bytes land in the output, checksums aside."""
-        out = np.empty((stop - start, *rows.shape), rows.dtype)
-        flat = out.reshape(stop - start, -1).view(np.uint8)
-        tail = np.empty(_FLETCHER, np.uint8)
-        views = [v for row in flat for v in (row.data, tail.data)]
+    def _read_plain(self, path: str, start: int, stop: int, stream: str) -> np.ndarray | None:
+        """Rows [start, stop) at the byte offsets of the layout, or None where it is not plain.
+
+        Block files of one size written by this backend share one layout, so it is looked up
+        in the first file of each size only; a file that differs fails its CRC32Cs and is
+        read again through h5py.
+        """
         fd = os.open(path, os.O_RDONLY)
         try:
-            got = os.preadv(fd, views, rows.first + start * rows.stride)
+            size = os.fstat(fd).st_size
+            key = (size, stream)
+            if key not in self._layouts:
+                found = _find_rows(path, sorted({stream, *self.schema.streams}))
+                self._layouts.update({(size, n): r for n, r in found.items() if r is not None})
+                self._layouts.setdefault(key, found.get(stream))
+            rows = self._layouts[key]
+            if rows is None or stop > rows.count:
+                return None
+            if rows.chunk_rows > 1 and stop - start > 1:
+                return _mapped(fd, size, rows, start, stop)
+            return _gathered(fd, rows, start, stop)
         finally:
             os.close(fd)
-        return out if got == (stop - start) * rows.stride else None
-
-    def _layout(self, path: str, stream: str) -> _Rows | None:
-        key = (path, stream)
-        if key not in self._rows:
-            for name, rows in _find_rows(path, sorted({stream, *self.schema.streams})).items():
-                self._rows[(path, name)] = rows
-            while len(self._rows) > _MAX_OPEN * 4:
-                self._rows.popitem(last=False)
-        return self._rows.get(key)
 
     def delete_segment(self, segment: str) -> None:
         prefix = os.path.join(self.root, "segments", segment)
         for path in [p for p in self._open if p.startswith(prefix)]:
             self._open.pop(path).close()
-        for key in [k for k in self._rows if k[0].startswith(prefix)]:
-            del self._rows[key]
         shutil.rmtree(prefix, ignore_errors=True)
 
     def close(self) -> None:
         while self._open:
             self._open.popitem()[1].close()
-        self._rows.clear()
+        self._layouts.clear()
 
 
 def _find_rows(path: str, streams: list[str]) -> dict[str, _Rows | None]:
     """Each stream's plain layout in a block file, read with h5py's low-level calls (half the
-    time of opening it as an ``h5py.File``): None where it is not plain or not readable."""
+    time of opening it as an ``h5py.File``): None where it is not plain, nothing for a file
+    HDF5 cannot open (the h5py read that follows names the damage)."""
     try:
         fid = h5py.h5f.open(path.encode(), h5py.h5f.ACC_RDONLY)
     except (OSError, ValueError):
-        return dict.fromkeys(streams)
+        return {}
     try:
         out: dict[str, _Rows | None] = {}
         for stream in streams:
@@ -183,7 +201,8 @@ def _find_rows(path: str, streams: list[str]) -> dict[str, _Rows | None]:
 
 
 def _plain_rows(d: h5py.h5d.DatasetID) -> _Rows | None:
-    """The plain layout (one uncompressed row per chunk, Fletcher-32 only, stored in order).
+    """The plain layout: uncompressed (Fletcher-32 only), one chunk of all rows or one-row
+    chunks stored in order, little-endian numbers.
 
     Only the first and last chunks are looked up: rows read from a layout that is not in
     order fail their CRC32C and are read again through h5py.
@@ -194,8 +213,10 @@ def _plain_rows(d: h5py.h5d.DatasetID) -> _Rows | None:
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     shape, dtype = d.shape, d.dtype
     n, row = shape[0], tuple(shape[1:])
+    chunk = plist.get_chunk()
     plain = (
-        plist.get_chunk() == (1, *row)
+        chunk[1:] == row
+        and chunk[0] in (1, n)
         and filters == [h5py.h5z.FILTER_FLETCHER32]
         and dtype.kind in "biuf"
         and (dtype.byteorder in "<|" or (dtype.byteorder == "=" and sys.byteorder == "little"))
@@ -203,15 +224,40 @@ def _plain_rows(d: h5py.h5d.DatasetID) -> _Rows | None:
     )
     if not plain:
         return None
-    stride = int(np.prod(row, dtype=np.int64)) * dtype.itemsize + _FLETCHER
+    rows = _Rows(0, chunk[0], n, row, dtype.newbyteorder("<"))
+    chunk_nbytes = chunk[0] * rows.row_nbytes + _FLETCHER
     first = d.get_chunk_info_by_coord((0,) * len(shape))
     last = d.get_chunk_info_by_coord((n - 1,) + (0,) * len(row))
     if (
-        first.size != stride
-        or last.size != stride
+        first.size != chunk_nbytes
+        or last.size != chunk_nbytes
         or first.filter_mask
         or last.filter_mask
-        or last.byte_offset - first.byte_offset != (n - 1) * stride
+        or last.byte_offset - first.byte_offset != (n // chunk[0] - 1) * chunk_nbytes
     ):
         return None
-    return _Rows(first.byte_offset, stride, n, row, dtype.newbyteorder("<"))
+    rows.first = first.byte_offset
+    return rows
+
+
+def _mapped(fd: int, size: int, rows: _Rows, start: int, stop: int) -> np.ndarray | None:
+    """Rows [start, stop) of a one-chunk dataset, mapped copy-on-write: no copy, and the
+    CRC32C pass reads them from the page cache in place (as Zarr chunks, ``_chunks``)."""
+    at, nbytes = rows.first + start * rows.row_nbytes, (stop - start) * rows.row_nbytes
+    if at + nbytes > size:
+        return None
+    buf = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_COPY), np.uint8)[at : at + nbytes]
+    return buf.view(rows.dtype).reshape(stop - start, *rows.shape)
+
+
+def _gathered(fd: int, rows: _Rows, start: int, stop: int) -> np.ndarray | None:
+    """Rows [start, stop) in one ``preadv`` into a new array (checksum tails set aside)."""
+    out = np.empty((stop - start, *rows.shape), rows.dtype)
+    flat = out.reshape(stop - start, -1).view(np.uint8)
+    if rows.chunk_rows == 1:
+        tail = np.empty(_FLETCHER, np.uint8)
+        views = [v for row in flat for v in (row.data, tail.data)]
+    else:
+        views = [flat.reshape(-1).data]
+    got = os.preadv(fd, views, rows.first + start * rows.stride)
+    return out if got == (stop - start) * rows.stride else None
