@@ -174,13 +174,14 @@ class Storage:
         dense = len(take) == hi - lo
         what = f"videos {block.video_ids[0]!r}..{block.video_ids[-1]!r}"
         crcs = None
-        if dense and self.backend.checks_rows and len(block.crc32c) == len(block) > 0:
+        rows = RowRange(block.segment, block.block, lo, hi)
+        if dense and len(block.crc32c) == len(block) > 0 and self.backend.wants_row_checks(rows):
             try:
                 crcs = {s: [c[s] for c in block.crc32c] for s in streams}  # type: ignore[index]
             except (KeyError, TypeError):  # a row kept none (None), or none for a stream
                 crcs = None
-        rows = self.read(RowRange(block.segment, block.block, lo, hi), streams, what, crcs)
-        return {s: a if dense else a[take] for s, a in rows.items()}
+        out = self.read(rows, streams, what, crcs)
+        return {s: a if dense else a[take] for s, a in out.items()}
 
     def read_entries(self, entries: list[IndexEntry], streams: list[str]) -> dict[str, np.ndarray]:
         """Rows of many videos stacked in the order given, reading each block they touch once."""

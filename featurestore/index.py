@@ -69,6 +69,16 @@ class Block:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    def part(self, start: int, stop: int) -> Block:
+        """Rows [start, stop) of this block (positions in ``offsets``), their CRC32Cs kept."""
+        return Block(
+            self.segment,
+            self.block,
+            self.offsets[start:stop],
+            self.video_ids[start:stop],
+            self.crc32c[start:stop],
+        )
+
 
 def commits_prefix(feature_key: str | None = None) -> str:
     """The folder of a commit log: the videos' (None), or an added feature set's."""

@@ -3,7 +3,6 @@ augments one window of store rows at a time (see `training.plan` for which windo
 
 from __future__ import annotations
 
-import dataclasses
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
@@ -127,12 +126,7 @@ class StoreWindows(IterableDataset):
         holding its rows, and where each id's row sits in them (here: in order)."""
         parts = []
         for piece in window.pieces:
-            b = piece.block
-            sub = dataclasses.replace(
-                b,
-                offsets=b.offsets[piece.start : piece.stop],
-                video_ids=b.video_ids[piece.start : piece.stop],
-            )
+            sub = piece.block.part(piece.start, piece.stop)
             parts.append(self.store.read_block(sub, self.streams))
         ids = [v for p in parts for v in p.ids]
         labels = np.concatenate([p.labels for p in parts]).astype(np.int64)

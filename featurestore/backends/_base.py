@@ -30,8 +30,6 @@ class Backend(ABC):
     name: str
     default_chunk_rows: int | None = None
     """Rows per chunk when the store names none; None: a whole block."""
-    checks_rows: bool = False
-    """Whether block reads use each row's CRC32C (``read_streams``' ``crc32c``) when known."""
 
     def __init__(
         self,
@@ -100,6 +98,11 @@ class Backend(ABC):
         return {
             s: self.read_rows(rows.segment, rows.block, rows.start, rows.stop, s) for s in streams
         }
+
+    def wants_row_checks(self, rows: RowRange) -> bool:
+        """Whether ``read_streams`` of ``rows`` would use each row's CRC32C (its ``crc32c``),
+        so the caller need only gather them from the commit records when it does."""
+        return False
 
     @abstractmethod
     def delete_segment(self, segment: str) -> None:

@@ -50,7 +50,6 @@ class _Rows:
 
 class HDF5Backend(Backend):
     name = "hdf5"
-    checks_rows = True
 
     def __init__(
         self,
@@ -113,6 +112,9 @@ class HDF5Backend(Backend):
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
         return self._file(self._block_path(segment, block))[stream][start:stop]
 
+    def wants_row_checks(self, rows: RowRange) -> bool:
+        return self.compression == "none" and HAVE_PREADV
+
     def read_streams(
         self, rows: RowRange, streams: list[str], crc32c: dict[str, list[int]] | None = None
     ) -> dict[str, np.ndarray]:
@@ -134,14 +136,20 @@ class HDF5Backend(Backend):
         """Rows by plain file I/O where the layout allows, else h5py; each checked by its CRC."""
         path = self._block_path(segment, block)
         out = self._read_plain(path, start, stop, stream)
-        if out is not None and crc32c_rows(out) == list(crcs):
-            return out
-        if out is not None:  # damage, or a layout that differs from the one assumed
+        if out is not None:
+            bad = _mismatched(out, crcs)
+            if not bad:
+                return out
+            # damage, or a layout that differs from the one assumed: h5py tells which
             self._layouts.pop((os.path.getsize(path), stream), None)
-        out = np.ascontiguousarray(self.read_rows(segment, block, start, stop, stream))
-        for i, (got, want) in enumerate(zip(crc32c_rows(out), crcs, strict=True)):
-            if got != want:
-                raise ValueError(f"row {start + i}: CRC32C differs from its commit record")
+        try:
+            out = np.ascontiguousarray(self.read_rows(segment, block, start, stop, stream))
+        except OSError as e:
+            rows = "" if out is None else f"row {start + bad[0]}: CRC32C differs, and "
+            raise OSError(f"{rows}h5py cannot read it ({e})") from e
+        bad = _mismatched(out, crcs)
+        if bad:
+            raise ValueError(f"row {start + bad[0]}: CRC32C differs from its commit record")
         return out
 
     def _read_plain(self, path: str, start: int, stop: int, stream: str) -> np.ndarray | None:
@@ -178,6 +186,13 @@ class HDF5Backend(Backend):
         while self._open:
             self._open.popitem()[1].close()
         self._layouts.clear()
+
+
+def _mismatched(rows: np.ndarray, crcs: list[int]) -> list[int]:
+    """Positions of the rows whose CRC32C is not the one their commit record holds."""
+    return [
+        i for i, (got, want) in enumerate(zip(crc32c_rows(rows), crcs, strict=True)) if got != want
+    ]
 
 
 def _find_rows(path: str, streams: list[str]) -> dict[str, _Rows | None]:

@@ -91,6 +91,13 @@ def _assert_only_v2_is_corrupt(store, videos: dict) -> None:
         np.testing.assert_array_equal(store.get(vid).arrays["gemma"], videos[vid]["gemma"])
     with pytest.raises(CorruptDataError, match=r"field 'gemma'"):
         list(store.iter_batches(batch_size=4))
+    block = store.blocks()[0]  # v0..v3: part of it reads only its own rows' bytes
+    assert block.video_ids == ("v0", "v1", "v2", "v3")
+    got = store.read_block(block.part(0, 2), ["gemma"])
+    for i, vid in enumerate(("v0", "v1")):
+        np.testing.assert_array_equal(got.arrays["gemma"][i], videos[vid]["gemma"])
+    with pytest.raises(CorruptDataError, match=r"field 'gemma'.*row 2"):
+        store.read_block(block.part(1, 3), ["gemma"])
     assert any("'v2'" in p and "gemma" in p for p in store.verify())
 
 
