@@ -3,6 +3,7 @@ fixed-size batches, with a small state dict for mid-epoch resume."""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,7 @@ class StoreLoader:
                 "multiprocessing_context": ctx,
                 "prefetch_factor": self.prefetch_factor,
                 "persistent_workers": True,
+                "worker_init_fn": _reuse_freed_memory,
             }
         self._loader = DataLoader(
             self.dataset,
@@ -216,6 +218,24 @@ class StoreLoader:
 
 
 _PER_ROW = ("ids", "label")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _reuse_freed_memory(worker_id: int) -> None:
+    """Let glibc keep a worker's freed memory (up to 256 MB) for its next window.
+
+    A window's read allocates a buffer per piece and stream, then frees them. glibc hands
+    freed memory back to the OS early, so each window's fresh buffers cost a page fault per
+    4 KB: 2.9x the read itself (a 512-row window: 26.8 ms, 9.2 ms with this; the loader in
+    benchmarks/train_loader.py 14.4k -> 19.5k samples/s). Buffers up to 32 MB (the most
+    glibc allows) come from the heap and up to 256 MB freed stays there. Not glibc: no-op.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rows(item: dict, lo: int, hi: int) -> dict:

@@ -123,14 +123,17 @@ def test_non_finite_and_unlabeled_rows_are_skipped_and_counted(store_url, monkey
         batch = original(self, block, streams)
         if not poisoned:
             poisoned["nan"], poisoned["unlabeled"] = batch.ids[0], batch.ids[1]
+            poisoned["large"] = batch.ids[2]
             batch.arrays["gemma"][0, 1, 2] = np.nan
             batch.labels[1] = -1
+            batch.arrays["gemma"][2] = 60000.0  # finite, though its sum overflows float16
         return batch
 
     monkeypatch.setattr(FeatureStore, "read_block", read_block)
     ld = loader(store_url, num_workers=0)
     ids = ids_of(ld)
     assert poisoned["nan"] not in ids and poisoned["unlabeled"] not in ids
+    assert poisoned["large"] in ids
     assert len(ids) == len(open_store(store_url).ids("train")) - 2
     assert "non-finite" in ld.skipped[poisoned["nan"]] and "gemma" in ld.skipped[poisoned["nan"]]
     assert "unlabeled" in ld.skipped[poisoned["unlabeled"]]
