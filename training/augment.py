@@ -117,14 +117,12 @@ class Augmenter:
         c = self.config
         keep = rng.random((n, t)) >= c.frame_drop
         keep[:, [0, -1]] = True
-        out = np.empty((n, t), dtype=np.int64)
         speed = rng.uniform(1 - c.time_warp, 1 + c.time_warp, size=n)
-        for i in range(n):
-            kept = np.flatnonzero(keep[i])
-            pos = (np.arange(t) - (t - 1) / 2) * speed[i] + (t - 1) / 2
-            pos = np.clip(pos * (len(kept) - 1) / max(t - 1, 1), 0, len(kept) - 1)
-            out[i] = kept[np.rint(pos).astype(np.int64)]
-        return out
+        last = keep.sum(axis=1, keepdims=True) - 1  # each row's last kept frame, counted
+        kept = np.argsort(~keep, axis=1, kind="stable")  # each row's kept frames first
+        pos = (np.arange(t) - (t - 1) / 2) * speed[:, None] + (t - 1) / 2
+        pos = np.clip(pos * last / max(t - 1, 1), 0, last)
+        return np.take_along_axis(kept, np.rint(pos).astype(np.int64), axis=1)
 
     def _landmarks(self, lm: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
         c = self.config

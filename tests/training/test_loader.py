@@ -182,6 +182,27 @@ def test_augmentation_leaves_missing_points_at_zero():
     assert out["gemma"].dtype == np.float16 and np.isfinite(out["gemma"]).all()
 
 
+def test_time_resampling_plays_the_kept_frames_in_order_at_a_new_speed():
+    """Each row's T output frames come from its kept frames (first and last always kept), in
+    order; with nothing dropped and speed 1 the clip is unchanged."""
+    t = 16
+    frames = np.broadcast_to(np.arange(t, dtype=np.float32)[None, :, None], (64, t, 1))
+    cfg = AugmentConfig(time_warp=0.3, frame_drop=0.3, gemma_noise=0, gemma_frame_dropout=0)
+    aug = Augmenter(cfg)
+    out = aug({"gemma": frames.copy()}, np.random.default_rng(0))["gemma"][..., 0]
+    assert out.shape == (64, t)
+    assert (np.diff(out, axis=1) >= 0).all(), "frames stay in order"
+    assert len({tuple(row) for row in out}) > 32, "rows get their own drops and speeds"
+    index = aug._time_index(64, t, np.random.default_rng(1))
+    keep = np.random.default_rng(1).random((64, t)) >= cfg.frame_drop  # the same draws
+    keep[:, [0, -1]] = True
+    assert all(set(row) <= set(np.flatnonzero(k)) for row, k in zip(index, keep, strict=True))
+    still = Augmenter(AugmentConfig(time_warp=0, frame_drop=0))._time_index(
+        8, t, np.random.default_rng(2)
+    )
+    assert (still == np.arange(t)).all()
+
+
 def test_gemma_frame_dropout_repeats_the_previous_frame():
     """A lost frame stalls (the one before stands in); blanking it would look like a jump."""
     cfg = AugmentConfig(time_warp=0, frame_drop=0, gemma_noise=0, gemma_frame_dropout=0.5)
