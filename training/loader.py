@@ -39,7 +39,8 @@ class StoreLoader:
     once, with `mp_context` (default forkserver: no parent threads or file handles are
     inherited, and preloaded imports keep start-up quick), and persist across epochs.
     Memory stays near workers x prefetch_factor x window_rows rows, whatever the store's
-    size. Iterate it once at a time: a new iteration restarts the workers' stream.
+    size (plus, per worker, a window's read buffer and at most 256 MB of freed memory kept
+    for the next window). Iterate it once at a time: a new iteration restarts the workers' stream.
 
     `in_memory`: read the split once into (shared) memory and cut every epoch from there,
     in the same order (`training.in_memory`); memory then holds the split as well.
