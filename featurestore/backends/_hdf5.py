@@ -19,6 +19,7 @@ import mmap
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections import OrderedDict
 
@@ -72,6 +73,7 @@ class HDF5Backend(Backend):
         self.root = os.path.abspath(local_path(self.url))
         self._open: OrderedDict[str, h5py.File] = OrderedDict()
         self._layouts: dict[tuple[int, str], _Rows | None] = {}  # (file size, stream)
+        self._h5py = threading.Lock()  # the open-file cache below, for reader threads
 
     def _block_path(self, segment: str, block: int) -> str:
         return os.path.join(self.root, "segments", segment, f"{block:08d}.h5")
@@ -110,7 +112,8 @@ class HDF5Backend(Backend):
         return f
 
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
-        return self._file(self._block_path(segment, block))[stream][start:stop]
+        with self._h5py:
+            return self._file(self._block_path(segment, block))[stream][start:stop]
 
     def wants_row_checks(self, rows: RowRange) -> bool:
         return self.compression == "none" and HAVE_PREADV
@@ -178,13 +181,15 @@ class HDF5Backend(Backend):
 
     def delete_segment(self, segment: str) -> None:
         prefix = os.path.join(self.root, "segments", segment)
-        for path in [p for p in self._open if p.startswith(prefix)]:
-            self._open.pop(path).close()
+        with self._h5py:
+            for path in [p for p in self._open if p.startswith(prefix)]:
+                self._open.pop(path).close()
         shutil.rmtree(prefix, ignore_errors=True)
 
     def close(self) -> None:
-        while self._open:
-            self._open.popitem()[1].close()
+        with self._h5py:
+            while self._open:
+                self._open.popitem()[1].close()
         self._layouts.clear()
 
 
