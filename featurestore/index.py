@@ -16,6 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ._files import Files
 
 COMMITS = "commits"
@@ -197,7 +199,7 @@ def _records(
         if not key.endswith(".json"):
             continue
         try:
-            rec = json.loads(files.read(key) or b"")
+            rec = orjson.loads(files.read(key) or b"")  # 2x json's speed: opening is mostly this
             order = (int(rec["time_ns"]), str(rec["segment"]), int(rec["block"]))
             parsed.append((order, rec))
             keys.append(key)
