@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .._files import is_remote, local_path
-from ..schema import StreamSpec
+from ..schema import StoreSchema, StreamSpec
 from ._base import Backend, RowRange
 from ._chunks import HAVE_PREADV
 from ._crc import crc32c_rows
@@ -55,7 +55,7 @@ class HDF5Backend(Backend):
     def __init__(
         self,
         url: str,
-        schema,
+        schema: StoreSchema,
         block_size: int,
         storage_options: dict | None = None,
         compression: str = "none",
@@ -73,7 +73,7 @@ class HDF5Backend(Backend):
         self.root = os.path.abspath(local_path(self.url))
         self._open: OrderedDict[str, h5py.File] = OrderedDict()
         self._layouts: dict[tuple[int, str], _Rows | None] = {}  # (file size, stream)
-        self._h5py = threading.Lock()  # the open-file cache below, for reader threads
+        self._open_lock = threading.Lock()  # for reader threads sharing the cache above
 
     def _block_path(self, segment: str, block: int) -> str:
         return os.path.join(self.root, "segments", segment, f"{block:08d}.h5")
@@ -112,7 +112,7 @@ class HDF5Backend(Backend):
         return f
 
     def read_rows(self, segment: str, block: int, start: int, stop: int, stream: str) -> np.ndarray:
-        with self._h5py:
+        with self._open_lock:
             return self._file(self._block_path(segment, block))[stream][start:stop]
 
     def wants_row_checks(self, rows: RowRange) -> bool:
@@ -148,8 +148,8 @@ class HDF5Backend(Backend):
         try:
             out = np.ascontiguousarray(self.read_rows(segment, block, start, stop, stream))
         except OSError as e:
-            rows = "" if out is None else f"row {start + bad[0]}: CRC32C differs, and "
-            raise OSError(f"{rows}h5py cannot read it ({e})") from e
+            why = "" if out is None else f"row {start + bad[0]}: CRC32C differs, and "
+            raise OSError(f"{why}h5py cannot read it ({e})") from e
         bad = _mismatched(out, crcs)
         if bad:
             raise ValueError(f"row {start + bad[0]}: CRC32C differs from its commit record")
@@ -181,13 +181,13 @@ class HDF5Backend(Backend):
 
     def delete_segment(self, segment: str) -> None:
         prefix = os.path.join(self.root, "segments", segment)
-        with self._h5py:
+        with self._open_lock:
             for path in [p for p in self._open if p.startswith(prefix)]:
                 self._open.pop(path).close()
         shutil.rmtree(prefix, ignore_errors=True)
 
     def close(self) -> None:
-        with self._h5py:
+        with self._open_lock:
             while self._open:
                 self._open.popitem()[1].close()
         self._layouts.clear()
