@@ -28,8 +28,6 @@ class RowRange:
 
 class Backend(ABC):
     name: str
-    default_chunk_rows: int | None = None
-    """Rows per chunk when the store names none; None: a whole block."""
 
     def __init__(
         self,
@@ -45,8 +43,13 @@ class Backend(ABC):
         self.block_size = block_size
         self.storage_options = storage_options or {}
         self.compression = compression
-        self.chunk_rows = min(chunk_rows or self.default_chunk_rows or block_size, block_size)
+        default = self.default_chunk_rows_for(compression)
+        self.chunk_rows = min(chunk_rows or default or block_size, block_size)
         self._setup()
+
+    def default_chunk_rows_for(self, compression: str) -> int | None:
+        """Rows per chunk when the store names none, for this compression; None: a block."""
+        return None
 
     @abstractmethod
     def _setup(self) -> None:

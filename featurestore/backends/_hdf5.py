@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .._files import is_remote, local_path
-from ..schema import StoreSchema, StreamSpec
+from ..schema import StreamSpec
 from ._base import Backend, RowRange
 from ._chunks import HAVE_PREADV
 from ._crc import crc32c_rows
@@ -52,18 +52,9 @@ class _Rows:
 class HDF5Backend(Backend):
     name = "hdf5"
 
-    def __init__(
-        self,
-        url: str,
-        schema: StoreSchema,
-        block_size: int,
-        storage_options: dict | None = None,
-        compression: str = "none",
-        chunk_rows: int | None = None,
-    ):
-        if chunk_rows is None and compression != "none":
-            chunk_rows = 1  # a compressed chunk is inflated whole to read one row of it
-        super().__init__(url, schema, block_size, storage_options, compression, chunk_rows)
+    def default_chunk_rows_for(self, compression: str) -> int | None:
+        """A block per chunk; one video when compressed, as a chunk is inflated whole."""
+        return None if compression == "none" else 1
 
     def _setup(self) -> None:
         if is_remote(self.url):
