@@ -128,8 +128,8 @@ def app_from_env() -> FastAPI:
 def _freeze_startup_objects() -> None:
     """Keep what start-up made (torch, the model, the index, ...) out of the cyclic GC.
 
-    Its full collections scanned those millions of objects every few seconds under load,
-    60-130 ms each with the event loop stalled: most of the p99 of predictions and JSON
+    Its full collections scanned all of them every few seconds under load, 60-130 ms each
+    with the event loop stalled: most of the p99 of predictions and JSON
     lookups at 32 concurrent clients (benchmarks/serve_load.py). Frozen objects are still
     freed by reference counting; only cycles among them wait for shutdown, which thaws them.
     """
