@@ -154,7 +154,8 @@ class Augmenter:
     def _gemma(self, g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noise and frame dropout, a row at a time in float32 (cache-sized temporaries)
         with torch's vectorised float16 casts, back to the store's dtype so less crosses
-        from worker to trainer."""
+        from worker to trainer. Overwrites ``g`` (``__call__``'s own gathered copy): a
+        fresh 40 MB output per window cost its page faults."""
         c = self.config
         n, t, d = g.shape
         bank = torch.from_numpy(self._noise_bank(t * d))
@@ -170,13 +171,12 @@ class Augmenter:
             # Each clip's noise scale from every 7th of its values: plenty for a scale,
             # and one vectorised pass instead of a full std per row.
             scale = (c.gemma_noise * src.reshape(n, -1)[:, ::7].float().std(dim=1)).view(n, 1, 1)
-        out = torch.empty_like(src)
-        for i, start in enumerate(starts):
+        for i, start in enumerate(starts):  # in place: each row is read out before written
             row = src[i].float()
             if c.gemma_noise > 0:
                 row.addcmul_(bank[start : start + t * d].view(t, d), scale[i])
-            out[i] = row[source[i]]
-        return out.numpy()
+            src[i] = row[source[i]]
+        return src.numpy()
 
     def _noise_bank(self, min_size: int) -> np.ndarray:
         """Standard normal values drawn once; each row reads a random slice of them.
