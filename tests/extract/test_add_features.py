@@ -39,7 +39,9 @@ def _clips(folder: Path, per_class: int) -> list[Entry]:
     )
 
 
-def _populated(url: str, entries: list[Entry], encoder, landmarks: bool) -> str:
+def _populated(
+    url: str, entries: list[Entry], encoder, landmarks: bool, commit_every: int = 2
+) -> str:
     summary = populate(
         url,
         entries,
@@ -47,7 +49,7 @@ def _populated(url: str, entries: list[Entry], encoder, landmarks: bool) -> str:
         num_frames=T,
         workers=1,
         landmarks=landmarks,
-        commit_every=2,  # several base blocks, so alignment and shards are tested
+        commit_every=commit_every,  # several base blocks, so alignment and shards are tested
         progress=False,
     )
     assert summary.done == len(entries) and not summary.failed
@@ -401,11 +403,18 @@ def test_two_processes_on_the_same_videos(own_clips_store, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
-    """Shard 0 of 2 through the Python API, shard 1 through ``populate --ray``."""
+def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path, tiny_encoder):
+    """Shard 0 of 2 through the Python API, shard 1 through ``populate --ray``; then a
+    worker killed mid-run is replaced and nothing is lost or written twice."""
     ray = pytest.importorskip("ray")
     from featurestore.extract import add_features_with_ray
 
+    # 6 videos in base blocks of 1: 6 shards, 2 queued on each of the 2 workers, so when
+    # the first result comes back shards are still waiting and the killed worker is given
+    # one (with blocks of 2 it could finish all its shards first: no restart to see)
+    killed = _populated(
+        str(tmp_path / "killed.zarr"), _clips(tmp_path / "clips", 3), tiny_encoder, False, 1
+    )
     local, on_ray = str(tmp_path / "local.zarr"), str(tmp_path / "ray.zarr")
     shutil.copytree(landmark_store, local)
     shutil.copytree(landmark_store, on_ray)
@@ -423,25 +432,24 @@ def test_ray_adds_the_same_features_as_local(landmark_store, tmp_path):
             shard_index=0, num_shards=2,
         )  # fmt: skip
         assert cli_main(cli) == 0  # joins the running Ray
-        killed: list[str] = []
+        victims: list[str] = []
 
-        def kill_first_worker(result) -> None:  # it still has a shard queued
-            if not killed and result.done:
-                killed.append(result.worker)
+        def kill_first_worker(result) -> None:
+            if not victims and result.done:
+                victims.append(result.worker)
                 ray.kill(ray.get_actor(result.worker))
 
-        shutil.copytree(landmark_store, tmp_path / "killed.zarr")
         survived = add_features_with_ray(
-            str(tmp_path / "killed.zarr"), NAME, **VARIANT, num_workers=2, cpus_per_worker=0.5,
+            killed, NAME, **VARIANT, num_workers=2, cpus_per_worker=0.5,
             progress=False, on_shard=kill_first_worker,
         )  # fmt: skip
     finally:
         ray.shutdown()
-    assert killed and survived.worker_restarts >= 1 and not survived.lost
+    assert victims and survived.worker_restarts >= 1 and not survived.lost
     # the dead worker's queued block was redone by its replacement, or found committed (the
     # kill can land after the worker finished it): skipped, never lost or written twice
-    assert survived.done + survived.skipped == 7 and not survived.failed
-    _each_video_once(str(tmp_path / "killed.zarr"), open_store(local).ids())
+    assert survived.done + survived.skipped == 6 and not survived.failed
+    _each_video_once(killed, open_store(killed).ids())
     want, got = open_store(local), open_store(on_ray)
     # 7 videos in base blocks of 2, 2, 2, 1: shard 0 has blocks 0 and 2, shard 1 the others
     assert (summary.done, summary.failed, summary.lost) == (4, {}, {})
