@@ -2,6 +2,8 @@
 
 Writes are atomic: a local file appears complete or not at all (temp file + rename); object
 stores replace whole objects. That is what makes a commit record the unit of visibility.
+``create`` is the one compare-and-swap the store needs: it makes an object only where none
+is (a hard link locally, ``If-None-Match: *`` on S3), so of two writers one wins, whole.
 """
 
 from __future__ import annotations
@@ -53,13 +55,34 @@ class Files:
         if self.remote:
             self.fs.pipe_file(path, data)
             return
+        os.replace(self._write_temp(path, data), path)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist yet; False if another writer has it."""
+        path = self._path(key)
+        if self.remote:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)  # atomic, complete, and fails if the name is taken
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+        return True
+
+    def _write_temp(self, path: str, data: bytes) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return tmp
 
     def list(self, prefix: str) -> list[str]:
         """Keys (relative to the root) of all objects under ``prefix``, sorted."""

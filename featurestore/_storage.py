@@ -7,28 +7,33 @@ process: after a fork they are opened again, never shared with the parent.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
 
+from . import _meta
 from ._files import Files
 from ._version import __version__
 from .backends import BACKENDS, Backend, RowRange, backend_name_for
-from .errors import (
-    CorruptDataError,
-    NotAStoreError,
-    SchemaMismatchError,
-    StoreError,
-    StreamNotFoundError,
-)
+from .errors import CorruptDataError, NotAStoreError, StreamNotFoundError
 from .index import Block, FeatureRow, Index, IndexEntry
 from .schema import FORMAT_NAME, SCHEMA_VERSION, StoreSchema
 
-META_KEY = "featurestore.json"
+META_KEY = _meta.META_KEY
 DEFAULT_BLOCK_SIZE = 64
+_STORE_NAMES = {
+    META_KEY,
+    "zarr.json",
+    "segments",
+    "commits",
+    "features",
+    "meta",
+    "writers",
+    "trash",
+}
+"""What a store's root holds: a folder of only these is a store being made by another process."""
 
 
 class Storage:
@@ -41,7 +46,7 @@ class Storage:
         self.mode = mode
         self.storage_options = storage_options or {}
         self.files = Files(url, self.storage_options)
-        self.meta = read_meta(self.files, url)
+        self.generation, self.meta = _meta.read_meta(self.files, url)
         self.schema = StoreSchema.from_json(self.meta)
         self.block_size = int(self.meta.get("block_size", DEFAULT_BLOCK_SIZE))
         self.backend_name = self.meta["backend"]
@@ -78,12 +83,35 @@ class Storage:
 
     def refresh(self) -> None:
         """Re-read metadata and the commit log to see what other writers committed since."""
-        self.meta = read_meta(self.files, self.url)
-        schema = StoreSchema.from_json(self.meta)
+        self._set_meta(*_meta.read_meta(self.files, self.url))
+        self.forget_index()
+
+    def changed(self) -> bool:
+        """Whether other writers have committed, deleted or changed metadata since this
+        process last loaded the index (a listing per log: cheap enough to poll)."""
+        index = self._index
+        if index is None or self._pid != os.getpid():
+            return True
+        return _meta.newest_generation(self.files) != self.generation or index.changed(self.files)
+
+    def reload(self) -> None:
+        """``refresh``, with the new index loaded before it replaces the old one, so that
+        readers in other threads always find a whole index (the server's refresher)."""
+        generation, meta = _meta.read_meta(self.files, self.url)
+        schema = StoreSchema.from_json(meta)
+        index = Index.load(self.files, {name: f.key for name, f in schema.feature_sets.items()})
+        self._set_meta(generation, meta)
+        self._index = index
+
+    def refresh_meta(self) -> None:
+        """Re-read only the metadata (labels claimed since), keeping the loaded index."""
+        self._set_meta(*_meta.read_meta(self.files, self.url))
+
+    def _set_meta(self, generation: int, meta: dict) -> None:
+        schema = StoreSchema.from_json(meta)
         if schema.all_streams != self.schema.all_streams:
             self.close()  # the backend was opened with the old specs
-        self.schema = schema
-        self.forget_index()
+        self.generation, self.meta, self.schema = generation, meta, schema
 
     def forget_index(self) -> None:
         """Drop the loaded index; it is reloaded on next use (writers call this on commit)."""
@@ -93,10 +121,13 @@ class Storage:
         if self.mode != "r+":
             raise PermissionError(f"store {self.url} is open read-only; open it with mode='r+'")
 
-    def write_meta(self, meta: dict) -> None:
+    def update_meta(self, change: _meta.Change) -> None:
+        """Change the metadata atomically against every other writer (``_meta``); the
+        index is dropped too, since a changed schema may change what it holds."""
         self.require_writable()
-        self.files.write(META_KEY, _dump(meta))
-        self.refresh()
+        current = (self.generation, self.meta)
+        self._set_meta(*_meta.update_meta(self.files, self.url, change, current))
+        self.forget_index()
 
     # -- reading rows ----------------------------------------------------------------------
     def read(
@@ -239,32 +270,6 @@ def _named(what: str, rows: RowRange, streams: list[str], read_one) -> dict[str,
     return out
 
 
-def _dump(meta: dict) -> bytes:
-    return json.dumps(meta, indent=1, sort_keys=True).encode()
-
-
-def read_meta(files: Files, url: str) -> dict:
-    raw = files.read(META_KEY)
-    if raw is None:
-        if not files.exists():
-            raise StoreError(f"no feature store at {url} (path does not exist)")
-        raise NotAStoreError(f"{url} is not a feature store (no {META_KEY})")
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:
-        raise NotAStoreError(f"{url}: {META_KEY} is not valid JSON ({e})") from e
-    if meta.get("format") != FORMAT_NAME:
-        raise NotAStoreError(
-            f"{url} is not a feature store ({META_KEY} has no format {FORMAT_NAME!r})"
-        )
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise SchemaMismatchError(
-            f"store {url} has schema version {meta.get('schema_version')}, "
-            f"this featurestore {__version__} reads version {SCHEMA_VERSION}"
-        )
-    return meta
-
-
 def initialize(
     files: Files,
     schema: StoreSchema,
@@ -273,13 +278,18 @@ def initialize(
     compression: str,
     backend: str | None,
     chunk_rows: int | None,
-) -> None:
-    """Lay out a new, empty store at ``files``' root: the backend's root, then the metadata."""
+) -> bool:
+    """Lay out a new, empty store at ``files``' root: the backend's root, then the metadata.
+
+    Returns False when another process made the store first (its metadata won): the caller
+    then opens that store. Processes creating one store at once all get here safely.
+    """
     url = files.url
-    if files.exists() and not files.remote and os.path.isdir(files.root) and os.listdir(files.root):
-        raise NotAStoreError(f"{url} exists, is not empty and is not a feature store")
     if files.exists() and not files.remote and not os.path.isdir(files.root):
         raise NotAStoreError(f"{url} exists and is a file, not a feature store")
+    here = set(os.listdir(files.root)) if files.exists() and not files.remote else set()
+    if {name for name in here if not name.endswith(".partial")} - _STORE_NAMES:
+        raise NotAStoreError(f"{url} exists, is not empty and is not a feature store")
     if compression not in ("none", "zstd"):
         raise ValueError("compression must be 'none' or 'zstd'")
     name = backend or backend_name_for(url)
@@ -295,4 +305,4 @@ def initialize(
         **schema.to_json(),
     }
     BACKENDS[name](url, schema, block_size, storage_options, compression, chunk_rows).initialize()
-    files.write(META_KEY, _dump(meta))
+    return _meta.create_meta(files, meta)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ._version import __version__
+from .compact import DEFAULT_GRACE_S
 from .errors import StoreError
 from .store import open_store
 
@@ -109,8 +110,29 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     store = open_store(args.store, "r+", storage_options=args.storage_options)
-    result = store.compact(progress=not args.quiet)
-    print(f"compacted {result['videos']} videos; removed {result['segments_removed']} segment(s)")
+    result = store.compact(progress=not args.quiet, grace_s=args.grace, force=args.force)
+    kept = f" (their bytes go after {args.grace:g} s, at a later compact)" if args.grace > 0 else ""
+    print(
+        f"compacted {result['videos']} videos; removed {result['segments_removed']} "
+        f"segment(s){kept}; purged {result['segments_purged']} from earlier compacts"
+    )
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    store = open_store(args.store, "r+", storage_options=args.storage_options)
+    count = store.delete(args.video_ids)
+    print(f"deleted {count} video(s); `featurestore compact` reclaims their bytes")
+    return 0
+
+
+def _repair_labels(args: argparse.Namespace) -> int:
+    store = open_store(args.store, "r+", storage_options=args.storage_options)
+    fixed = store.repair_labels(dry_run=args.dry_run)
+    for line in fixed:
+        print(line)
+    verb = "would fix" if args.dry_run else "fixed"
+    print(f"{verb} the label of {len(fixed)} video(s)")
     return 0
 
 
@@ -170,8 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = _store_command(sub, "verify", _verify, "read back every video; exit 1 on any problem")
     p.add_argument("--quiet", action="store_true")
 
-    p = _store_command(sub, "compact", _compact, "merge segments (run while no writer is running)")
+    p = _store_command(
+        sub, "compact", _compact, "merge segments (refused while a writer runs; readers go on)"
+    )
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help="keep the old segments this long for readers still on the old index; a later "
+        "compact deletes them (0: delete now; readers then re-read the index)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even though writers are registered (only when they are known to be gone)",
+    )
+
+    p = _store_command(sub, "delete", _delete, "remove videos (compact reclaims their bytes)")
+    p.add_argument("video_ids", nargs="+", metavar="VIDEO_ID")
+
+    p = _store_command(
+        sub, "repair-labels", _repair_labels, "give videos whose label names another gloss theirs"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list what would change")
 
     p = _store_command(
         sub,

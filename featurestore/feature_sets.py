@@ -17,6 +17,7 @@ from .index import FEATURES
 from .schema import (
     GEMMA_STREAM,
     FeatureSet,
+    StoreSchema,
     StreamSpec,
     _short,
     fingerprint_digest,
@@ -25,25 +26,36 @@ from .schema import (
 
 
 def add_feature_set(storage: Storage, name: str, encoder: dict[str, Any], spec: StreamSpec) -> None:
-    """Register ``name``; a no-op when it is already there with this encoder and spec."""
-    storage.require_writable()
-    storage.refresh()
+    """Register ``name``; a no-op when it is already there with this encoder and spec.
+
+    Registration is a change of the metadata's generation (``_meta``), so two processes
+    registering different sets at once both land, and two registering one set agree.
+    """
     validate_video_id(name)  # names become keys, like ids
-    schema = storage.schema
+    storage.require_writable()
+    storage.refresh()  # a set dropped since this process looked must be seen as absent
+    storage.update_meta(lambda meta: _registered(meta, storage.url, name, encoder, spec))
+
+
+def _registered(
+    meta: dict, url: str, name: str, encoder: dict[str, Any], spec: StreamSpec
+) -> dict | None:
+    """``meta`` with feature set ``name`` registered, or None when it is already there."""
+    schema = StoreSchema.from_json(meta)
     if name in schema.streams:
         if name == GEMMA_STREAM and schema.encoder == encoder and schema.streams[name] == spec:
-            return  # populate already wrote exactly this set with the videos
+            return None  # populate already wrote exactly this set with the videos
         raise SchemaMismatchError(
-            f"store {storage.url} already has a stream {name!r} written with its videos "
+            f"store {url} already has a stream {name!r} written with its videos "
             f"(encoder {_short(schema.encoder) if name == GEMMA_STREAM else 'none'}); "
             f"drop it first (featurestore drop-features) or choose another name"
         )
     have = schema.feature_sets.get(name)
     if have is not None:
         if have.encoder == encoder and have.spec == spec:
-            return
+            return None
         raise SchemaMismatchError(
-            f"store {storage.url} already has feature set {name!r} from encoder "
+            f"store {url} already has feature set {name!r} from encoder "
             f"{_short(have.encoder)} {have.spec.shape} {have.spec.dtype}, not "
             f"{_short(encoder)} {spec.shape} {spec.dtype}; drop it first or choose another name"
         )
@@ -53,10 +65,9 @@ def add_feature_set(storage: Storage, name: str, encoder: dict[str, Any], spec: 
             f"{schema.num_frames}"
         )
     key = f"{name}-{fingerprint_digest(encoder)}"
-    meta = dict(storage.meta)
     sets = dict(meta.get("feature_sets") or {})
     sets[name] = FeatureSet(spec, dict(encoder), key).to_json()
-    storage.write_meta({**meta, "feature_sets": sets})
+    return {**meta, "feature_sets": sets}
 
 
 def drop_feature_set(storage: Storage, name: str) -> dict[str, Any]:
@@ -76,22 +87,30 @@ def drop_feature_set(storage: Storage, name: str) -> dict[str, Any]:
         for segment in segments:
             storage.backend.delete_segment(segment)
         storage.files.delete(f"{FEATURES}/{schema.feature_sets[name].key}")
-        meta = dict(storage.meta)
-        meta["feature_sets"] = {k: v for k, v in meta["feature_sets"].items() if k != name}
-        if not meta["feature_sets"]:
-            del meta["feature_sets"]
-        storage.write_meta(meta)
+        storage.update_meta(lambda meta: _without_set(meta, name))
         return {"feature_set": name, "rows": len(feature.rows), "segments_removed": len(segments)}
     if name == GEMMA_STREAM and name in schema.streams:
-        meta = dict(storage.meta)
-        meta["streams"] = {k: v for k, v in meta["streams"].items() if k != name}
-        if not meta["streams"]:
-            raise SchemaMismatchError(
-                f"store {storage.url}: gemma is its only stream; delete the store"
-            )
-        meta["encoder"] = {}
-        storage.write_meta(meta)
+        storage.update_meta(lambda meta: _without_gemma(meta, storage.url))
         return {"feature_set": name, "rows": len(storage.index.entries), "segments_removed": 0}
     raise StreamNotFoundError(
         f"store {storage.url} has no feature set {name!r}; it has {schema.feature_names()}"
     )
+
+
+def _without_set(meta: dict, name: str) -> dict | None:
+    sets = {k: v for k, v in (meta.get("feature_sets") or {}).items() if k != name}
+    if sets == (meta.get("feature_sets") or {}):
+        return None
+    out = {**meta, "feature_sets": sets}
+    if not sets:
+        del out["feature_sets"]
+    return out
+
+
+def _without_gemma(meta: dict, url: str) -> dict | None:
+    if GEMMA_STREAM not in meta["streams"]:
+        return None
+    streams = {k: v for k, v in meta["streams"].items() if k != GEMMA_STREAM}
+    if not streams:
+        raise SchemaMismatchError(f"store {url}: gemma is its only stream; delete the store")
+    return {**meta, "streams": streams, "encoder": {}}

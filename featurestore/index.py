@@ -2,8 +2,10 @@
 
 A writer writes a block's arrays first and its commit record second, so a video is visible
 exactly when its record exists. Readers load all records once (video id -> location); when
-an id appears in several records (overwrite, compact) the newest record wins. Live rows are
-grouped into ``Block``s, the unit that streaming reads in one go.
+an id appears in several records (overwrite, compact) the newest record wins. A record may
+also list ``deleted`` ids: a deletion hides every older row of the video (its bytes stay
+until ``compact``), and a newer record can bring the id back. Live rows are grouped into
+``Block``s, the unit that streaming reads in one go.
 
 A feature set added later keeps its own log (``features/<key>/commits/``): one row per video
 holding it, in segments of its own; it is joined to the videos by id on read.
@@ -98,8 +100,9 @@ def encode_record(
     videos: list[dict],
     failures: list[dict],
     feature: str | None = None,
+    deleted: list[str] | None = None,
 ) -> bytes:
-    record = {
+    record: dict[str, Any] = {
         "segment": segment,
         "block": block,
         "time_ns": time_ns,
@@ -108,6 +111,8 @@ def encode_record(
     }
     if feature is not None:
         record["feature"] = feature
+    if deleted:
+        record["deleted"] = [{"video_id": v} for v in deleted]
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -134,6 +139,10 @@ class Index:
     records: list[str] = field(default_factory=list)
     features: dict[str, FeatureIndex] = field(default_factory=dict)
     """Added feature sets by name."""
+    deleted: dict[str, tuple] = field(default_factory=dict)
+    """Ids deleted and not written again since, with the order of the deleting record."""
+    listed: dict[str, list[str]] = field(default_factory=dict)
+    """Each commit log's keys as listed when loading (to tell cheaply if it has changed)."""
     _blocks: dict[tuple, list[Block]] = field(default_factory=dict, repr=False)
 
     def blocks(self, split: str | None = None, having: tuple[str, ...] = ()) -> list[Block]:
@@ -147,6 +156,13 @@ class Index:
                 rows = [e for e in rows if all(e.video_id in s for s in sets)]
             self._blocks[key] = _group(rows)
         return self._blocks[key]
+
+    def changed(self, files: Files) -> bool:
+        """Whether any commit log has gained or lost a record since this index was loaded."""
+        return any(
+            [k for k in files.list(prefix) if k.endswith(".json")] != keys
+            for prefix, keys in self.listed.items()
+        )
 
     @classmethod
     def load(cls, files: Files, feature_keys: dict[str, str] | None = None) -> Index:
@@ -164,9 +180,14 @@ class Index:
                     str(get("gloss", "")), str(get("split", "")), get("source") or {}, order,
                     get("crc32c"),
                 )  # fmt: skip
+                index.deleted.pop(v["video_id"], None)
             for f in rec.get("failures", []):
                 index.failures[f["video_id"]] = f["reason"]
                 failed_at[f["video_id"]] = order
+            for d in rec.get("deleted", ()):
+                entries.pop(d["video_id"], None)
+                index.failures.pop(d["video_id"], None)
+                index.deleted[d["video_id"]] = order
         _drop_superseded(index.failures, failed_at, index.entries)
         for name, key in (feature_keys or {}).items():
             index.features[name] = _load_feature(files, key, index)
@@ -186,6 +207,10 @@ def _load_feature(files: Files, key: str, index: Index) -> FeatureIndex:
             feature.failures[f["video_id"]] = f["reason"]
             failed_at[f["video_id"]] = order
     _drop_superseded(feature.failures, failed_at, feature.rows)
+    for vid, order in index.deleted.items():  # a deleted video's rows go with it
+        row = feature.rows.get(vid)
+        if row is not None and row.order < order:
+            del feature.rows[vid]
     return feature
 
 
@@ -195,9 +220,8 @@ def _records(
     """The commit records under ``prefix``, oldest first; unreadable ones go to ``problems``."""
     keys = index.records if keys is None else keys
     parsed = []
-    for key in files.list(prefix):
-        if not key.endswith(".json"):
-            continue
+    listed = index.listed[prefix] = [k for k in files.list(prefix) if k.endswith(".json")]
+    for key in listed:
         try:
             rec = orjson.loads(files.read(key) or b"")  # 2x json's speed: opening is mostly this
             order = (int(rec["time_ns"]), str(rec["segment"]), int(rec["block"]))

@@ -1,8 +1,9 @@
 """A local cache of a remote store: mirror it to a folder, then read the folder.
 
 Every object of a store except ``featurestore.json`` is written once and never changed
-(chunks, array metadata and commit records are new objects per writer segment and block;
-``compact`` writes a new segment and deletes the old). So a mirror copies only the keys it
+(chunks, array metadata, commit records and metadata generations are new objects per writer
+segment, block and change; ``compact`` writes a new segment and deletes the old; writers'
+leases are not data and are not copied). So a mirror copies only the keys it
 lacks, always re-reads the metadata, and drops the keys the remote no longer has: a rerun
 after new commits fetches just those. Data objects are copied before commit records, so
 even a half-finished mirror never shows a video whose arrays are not there yet.
@@ -23,6 +24,7 @@ from ._files import Files, is_remote
 from ._storage import META_KEY
 from .errors import NotAStoreError
 from .index import COMMITS
+from .leases import LEASES
 from .store import FeatureStore, open_store
 
 __all__ = ["MirrorStats", "cache_path", "mirror", "open_cached"]
@@ -71,7 +73,7 @@ def mirror(url: str, cache_dir: str, storage_options: dict | None = None) -> Mir
     remote = Files(url, storage_options)
     path = cache_path(url, cache_dir)
     local = Files(path)
-    wanted = [k for k in remote.list("") if k != META_KEY]
+    wanted = [k for k in remote.list("") if k != META_KEY and not k.startswith(f"{LEASES}/")]
     have = {posixpath.normpath(k) for k in local.list("")} - {META_KEY}
     missing = [k for k in wanted if k not in have]
     commits = [k for k in missing if k.startswith(f"{COMMITS}/")]

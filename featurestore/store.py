@@ -15,19 +15,15 @@ import numpy as np
 
 from . import compact as _compact
 from . import feature_sets as _feature_sets
+from . import labels as _labels
+from . import repair as _repair
 from . import verify as _verify
 from ._files import Files
 from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
-from .errors import (
-    InvalidVideoError,
-    SchemaMismatchError,
-    StoreError,
-    StreamNotFoundError,
-    VideoNotFoundError,
-)
+from .errors import CorruptDataError, StoreError, StreamNotFoundError, VideoNotFoundError
 from .index import Block, IndexEntry
 from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
-from .writer import FeatureWriter, Writer, new_segment_id
+from .writer import WAIT_FOR_MAINTENANCE_S, FeatureWriter, Writer, new_segment_id
 
 
 @dataclass(frozen=True)
@@ -88,30 +84,33 @@ class FeatureStore:
         """Re-read metadata and the commit log to see what other writers committed since."""
         self._storage.refresh()
 
+    def refresh_if_changed(self) -> bool:
+        """Load what other writers committed, deleted or compacted since, if anything: a
+        listing per commit log when nothing changed. The new index replaces the old whole,
+        so readers in other threads never see half of one. True when it changed."""
+        if not self._storage.changed():
+            return False
+        self._storage.reload()
+        return True
+
     # -- metadata ------------------------------------------------------------------------
     @property
     def labels(self) -> dict[int, str]:
         return self.schema.labels
 
+    def claim_labels(
+        self, glosses: Iterable[str] = (), fixed: dict[int, str] | None = None
+    ) -> dict[int, str]:
+        """Give each new gloss a label and add the ``fixed`` label -> gloss pairs, atomically
+        against every other writer; returns the whole label map. Labels never change once
+        claimed (models depend on them): a fixed pair that contradicts the map is refused."""
+        where, wanted = f"store {self.url}", sorted({str(g) for g in glosses if g})
+        self._storage.update_meta(lambda meta: _labels.claim(meta, wanted, fixed, where))
+        return self.labels
+
     def set_labels(self, labels: dict[int, str]) -> None:
         """Add label -> gloss pairs; existing pairs may not change (models depend on them)."""
-        self._storage.require_writable()
-        self.refresh()
-        merged = dict(self.schema.labels)
-        for label, gloss in labels.items():
-            label, gloss = int(label), str(gloss)
-            if label < 0:
-                raise InvalidVideoError(f"label {label} must be >= 0")
-            if merged.get(label, gloss) != gloss:
-                raise SchemaMismatchError(
-                    f"label {label} is {merged[label]!r} in store {self.url}, not {gloss!r}; labels cannot change"
-                )
-            merged[label] = gloss
-        glosses = list(merged.values())
-        if len(set(glosses)) != len(glosses):
-            raise SchemaMismatchError(f"two labels would share one gloss in store {self.url}")
-        labels_json = {str(k): v for k, v in sorted(merged.items())}
-        self._storage.write_meta({**self._storage.meta, "labels": labels_json})
+        self.claim_labels(fixed=labels)
 
     def check_compatible(
         self,
@@ -237,9 +236,23 @@ class FeatureStore:
         return np.array([entries[v].label for v in ids], dtype=np.int64)
 
     def get(self, video_id: str, streams: Iterable[str] | None = None) -> Video:
+        streams = self._streams(streams)
         e = self.entry(video_id)
-        arrays = self._storage.read_video(e, self._streams(streams))
+        try:
+            arrays = self._storage.read_video(e, streams)
+        except CorruptDataError as error:
+            e = self._moved([video_id], [_where(e)], error)[0]
+            arrays = self._storage.read_video(e, streams)
         return Video(e.video_id, e.label, e.gloss, e.split, e.source, arrays)
+
+    def _moved(self, ids: list[str], were: list[tuple], error: Exception) -> list[IndexEntry]:
+        """After a read failed: the videos' entries in a fresh index, when a compact has
+        moved them since (their old segments may be gone); else the failure stands."""
+        self.refresh()
+        now = [self.entry(v) for v in ids]
+        if [_where(e) for e in now] == were:
+            raise error
+        return now
 
     def blocks(self, split: str | None = None, streams: Iterable[str] | None = None) -> list[Block]:
         """Committed rows grouped by the block that holds them, in storage order; with
@@ -247,15 +260,27 @@ class FeatureStore:
         return self._storage.index.blocks(split, self._added(streams))
 
     def read_block(self, block: Block, streams: Iterable[str] | None = None) -> Batch:
-        """All rows of a block with one contiguous read per stream."""
-        arrays = self._storage.read_block(block, self._streams(streams))
+        """All rows of a block with one contiguous read per stream (a block of an index
+        that a compact has since replaced is read from where its videos are now)."""
+        streams = self._streams(streams)
+        try:
+            arrays = self._storage.read_block(block, streams)
+        except CorruptDataError as error:
+            were = [(block.segment, block.block, offset) for offset in block.offsets]
+            entries = self._moved(list(block.video_ids), were, error)
+            arrays = self._storage.read_entries(entries, streams)
         return Batch(list(block.video_ids), self._labels_of(block.video_ids), arrays)
 
     def get_many(self, ids: Iterable[str], streams: Iterable[str] | None = None) -> Batch:
         """Many videos in one call, reading each block they touch once."""
         ids = list(ids)
         streams = self._streams(streams)
-        arrays = self._storage.read_entries([self.entry(v) for v in ids], streams)
+        entries = [self.entry(v) for v in ids]
+        try:
+            arrays = self._storage.read_entries(entries, streams)
+        except CorruptDataError as error:
+            entries = self._moved(ids, [_where(e) for e in entries], error)
+            arrays = self._storage.read_entries(entries, streams)
         return Batch(ids, self._labels_of(ids), arrays)
 
     def iter_batches(
@@ -276,10 +301,24 @@ class FeatureStore:
             yield _take(pending, count, streams)[0]
 
     # -- writing and maintenance -----------------------------------------------------------
-    def writer(self, overwrite: bool = False, block_size: int | None = None) -> Writer:
+    def writer(
+        self, overwrite: bool = False, block_size: int | None = None, wait_s: float | None = None
+    ) -> Writer:
+        """A writer of new videos (``wait_s``: how long its first commit may wait for a
+        running compact; default an hour)."""
         self._storage.require_writable()
         self.refresh()  # know every id committed so far, by any writer
-        return Writer(self._storage, overwrite=overwrite, block_size=block_size)
+        wait = WAIT_FOR_MAINTENANCE_S if wait_s is None else wait_s
+        return Writer(self._storage, overwrite=overwrite, block_size=block_size, wait_s=wait)
+
+    def delete(self, video_ids: Iterable[str], wait_s: float | None = None) -> int:
+        """Remove committed videos, in one commit: no list, read or training run sees them
+        afterwards; their bytes are reclaimed by the next ``compact``. Returns how many."""
+        ids = list(video_ids)
+        with self.writer(wait_s=wait_s) as w:
+            for vid in ids:
+                w.delete(vid)
+        return len(ids)
 
     def add_feature_set(
         self, name: str, encoder: dict[str, Any], shape: tuple[int, ...], dtype: str = "float16"
@@ -304,9 +343,25 @@ class FeatureStore:
         """Read back every committed video; return every problem found (empty = healthy)."""
         return _verify.verify_store(self._storage, progress=progress)
 
-    def compact(self, progress: bool = False) -> dict[str, int]:
-        """Rewrite all live videos into one segment ordered by split and id; drop the rest."""
-        return _compact.compact_store(self._storage, progress=progress)
+    def compact(
+        self,
+        progress: bool = False,
+        grace_s: float = _compact.DEFAULT_GRACE_S,
+        force: bool = False,
+    ) -> dict[str, int]:
+        """Rewrite all live videos into one segment ordered by split and id. The old
+        segments go after ``grace_s`` seconds (for readers still on the old index), at a
+        later compact. Refused while a writer runs (``force``: its lease is known stale)."""
+        return _compact.compact_store(self._storage, progress, grace_s, force)
+
+    def repair_labels(self, dry_run: bool = False) -> list[str]:
+        """Rewrite the commit records whose label names another gloss than their own, with
+        the label map's label for that gloss; returns what was (or would be) fixed."""
+        return _repair.repair_labels(self._storage, dry_run)
+
+
+def _where(e: IndexEntry) -> tuple[str, int, int]:
+    return (e.segment, e.block, e.offset)
 
 
 def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list[Batch]]:
@@ -349,18 +404,20 @@ def create_store(
     """Create a store (backend from the URL: ``.h5``/``.hdf5`` -> HDF5, else Zarr) open for writing."""
     url = str(url)
     files = Files(url, storage_options)
-    if files.read(META_KEY) is not None:
-        if not exist_ok:
-            raise StoreError(f"a feature store already exists at {url}")
-        store = FeatureStore(url, "r+", storage_options)
-        store.check_compatible(
-            encoder=schema.encoder, num_frames=schema.num_frames, streams=schema.streams
-        )
-        if schema.labels:
-            store.set_labels(schema.labels)
-        return store
-    initialize(files, schema, storage_options, block_size, compression, backend, chunk_rows)
-    return FeatureStore(url, "r+", storage_options)
+    made = files.read(META_KEY) is None and initialize(
+        files, schema, storage_options, block_size, compression, backend, chunk_rows
+    )
+    if made:
+        return FeatureStore(url, "r+", storage_options)
+    if not exist_ok:
+        raise StoreError(f"a feature store already exists at {url}")
+    store = FeatureStore(url, "r+", storage_options)
+    store.check_compatible(
+        encoder=schema.encoder, num_frames=schema.num_frames, streams=schema.streams
+    )
+    if schema.labels:
+        store.claim_labels(fixed=schema.labels)
+    return store
 
 
 def open_store(url: str, mode: str = "r", storage_options: dict | None = None) -> FeatureStore:

@@ -1,7 +1,8 @@
 """Read back every committed video and report every problem, naming the video and field.
 
 Added feature sets are read back too, block by block of their own segments, and a set's
-row for a video the store no longer holds is reported.
+row for a video the store no longer holds is reported. Every video's label must name its
+own gloss in the label map (``repair.label_problems``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from ._storage import Storage
 from .backends import RowRange
 from .errors import CorruptDataError
 from .index import Block
+from .repair import label_problems
 
 
 def verify_store(storage: Storage, progress: bool = False) -> list[str]:
     storage.refresh()
     index = storage.index
     problems = list(index.problems)
-    labels = storage.schema.labels
-    for e in index.entries.values():
-        if e.label != -1 and e.label not in labels:
-            problems.append(f"video {e.video_id!r}: label {e.label} is not in the label map")
+    problems += label_problems(list(index.entries.values()), storage.schema.labels)
     work = [(block, list(storage.schema.streams)) for block in index.blocks()]
     for name, feature in index.features.items():
         work += [(block, [name]) for block in feature.blocks()]

@@ -5,12 +5,15 @@ store, in segments that hold that one stream, committed to the set's own log.
 
 Videos are buffered until a block is full (or ``flush``), then the block's arrays are
 written once and its commit record after them. No locks are needed between writers because
-no two writers ever touch the same object. A writer works on the on-disk layer
-(``_storage.Storage``), so it never imports the public store.
+no two writers ever touch the same object. From its first commit to ``close`` a writer
+holds a lease (``leases``), so that maintenance such as ``compact`` never runs beside it.
+A writer works on the on-disk layer (``_storage.Storage``), so it never imports the public
+store.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -19,11 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from . import leases
 from ._storage import Storage
 from .backends._crc import crc32c
 from .errors import InvalidVideoError
 from .index import commit_key, encode_record
+from .labels import claim
 from .schema import StreamSpec, validate_video_id
+
+log = logging.getLogger(__name__)
+WAIT_FOR_MAINTENANCE_S = 3600.0
+"""How long a writer waits for a running compact before it gives up."""
 
 
 def new_segment_id(prefix: str = "seg") -> str:
@@ -79,6 +88,8 @@ class Writer:
     """Appends videos to the store; use as a context manager so the last block is committed.
 
     ``segment`` names the segment this writer owns (default: a fresh ``new_segment_id()``).
+    ``lease=False`` is for maintenance itself, which writes under its own lease;
+    ``wait_s`` is how long the first commit waits for a running compact.
     """
 
     def __init__(
@@ -87,6 +98,9 @@ class Writer:
         overwrite: bool = False,
         block_size: int | None = None,
         segment: str | None = None,
+        *,
+        lease: bool = True,
+        wait_s: float = WAIT_FOR_MAINTENANCE_S,
     ):
         storage.require_writable()
         self.storage = storage
@@ -98,8 +112,12 @@ class Writer:
         self._existing = set(storage.index.entries)
         self._buffer: dict[str, tuple[dict, dict]] = {}
         self._failures: list[dict] = []
+        self._deleted: list[str] = []
         self._block = 0
         self._segment_created = False
+        self._leased = lease
+        self._lease: leases.Lease | None = None
+        self._wait_s = wait_s
         self.committed = 0
 
     def put(
@@ -117,16 +135,10 @@ class Writer:
             raise InvalidVideoError(
                 f"video {video_id!r} is already in the store; pass overwrite=True to replace it"
             )
-        label = int(label)
+        if video_id in self._deleted:
+            self.flush()  # a record's deletions apply after its videos: commit this one first
+        label = self._label(video_id, int(label), gloss)
         labels = self.storage.schema.labels
-        if label != -1 and label not in labels:
-            raise InvalidVideoError(
-                f"video {video_id!r}: label {label} is not in the store's label map; add it with set_labels()"
-            )
-        if label != -1 and gloss and labels[label] != gloss:
-            raise InvalidVideoError(
-                f"video {video_id!r}: gloss {gloss!r} disagrees with label {label} = {labels[label]!r}"
-            )
         if not isinstance(split, str) or not split:
             raise InvalidVideoError(f"video {video_id!r}: split must be a non-empty string")
         checked = validate_arrays(video_id, arrays, self.storage.schema.streams)
@@ -141,14 +153,56 @@ class Writer:
         if len(self._buffer) >= self.block_size:
             self.flush()
 
+    def _label(self, video_id: str, label: int, gloss: str) -> int:
+        """The label a record will carry: checked against the label map (re-read once,
+        since another writer may have claimed it since), or claimed for ``gloss`` when
+        only the gloss is given. A record never holds a label that names another gloss."""
+        if label == -1 and not gloss:
+            return -1
+        if label == -1:
+            where = f"store {self.storage.url}"
+            self.storage.update_meta(lambda meta: claim(meta, [gloss], None, where))
+            return {g: n for n, g in self.storage.schema.labels.items()}[gloss]
+        if label not in self.storage.schema.labels:
+            self.storage.refresh_meta()
+        labels = self.storage.schema.labels
+        if label not in labels:
+            raise InvalidVideoError(
+                f"video {video_id!r}: label {label} is not in the store's label map; "
+                "claim it first (FeatureStore.claim_labels)"
+            )
+        if gloss and labels[label] != gloss:
+            raise InvalidVideoError(
+                f"video {video_id!r}: gloss {gloss!r} disagrees with label {label} = {labels[label]!r}"
+            )
+        return label
+
     def fail(self, video_id: str, reason: str) -> None:
         """Record that a video could not be processed (shown by ``store.failures()``)."""
         self._failures.append({"video_id": str(video_id), "reason": str(reason)})
 
+    def delete(self, video_id: str) -> None:
+        """Remove a committed video; it is gone from every reader once this block commits
+        (``flush``), and its bytes are reclaimed by ``compact``."""
+        if self._feature is not None:
+            raise InvalidVideoError("delete videos with the store's writer, not a feature writer")
+        if video_id in self._buffer:
+            del self._buffer[video_id]
+            if video_id not in self._existing:
+                return
+        if video_id not in self._existing:
+            self.storage.refresh()  # committed by another writer since this one began?
+            self._existing.update(self.storage.index.entries)
+        if video_id not in self._existing:
+            raise InvalidVideoError(f"video {video_id!r} is not in store {self.storage.url}")
+        self._deleted.append(video_id)
+        self._existing.discard(video_id)
+
     def flush(self) -> None:
         """Write the buffered block, then its commit record."""
-        if not self._buffer and not self._failures:
+        if not self._buffer and not self._failures and not self._deleted:
             return
+        self._hold_lease()
         videos = []
         if self._buffer:
             if not self._segment_created:
@@ -165,7 +219,13 @@ class Writer:
             ]
         name, key = self._feature or (None, None)
         record = encode_record(
-            self.segment, self._block, time.time_ns(), videos, self._failures, feature=name
+            self.segment,
+            self._block,
+            time.time_ns(),
+            videos,
+            self._failures,
+            feature=name,
+            deleted=self._deleted,
         )
         self.storage.files.write(commit_key(self.segment, self._block, key), record)
         self.storage.forget_index()
@@ -174,13 +234,29 @@ class Writer:
         self._block += 1
         self._buffer.clear()
         self._failures = []
+        self._deleted = []
+
+    def _hold_lease(self) -> None:
+        files = self.storage.files
+        if not self._leased:
+            return
+        if self._lease is None:
+            what = f"a writer of segment {self.segment}"
+            self._lease = leases.acquire_writer(files, what, self._wait_s, log.warning)
+        else:
+            self._lease = leases.renew(files, self._lease)
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._lease is not None:
+                leases.release(self.storage.files, self._lease)
+                self._lease = None
 
     def __enter__(self) -> Writer:
         return self
@@ -199,8 +275,16 @@ class FeatureWriter(Writer):
         overwrite: bool = False,
         block_size: int | None = None,
         segment: str | None = None,
+        *,
+        lease: bool = True,
     ):
-        super().__init__(storage, overwrite, block_size, segment or new_segment_id(f"feat-{name}"))
+        super().__init__(
+            storage,
+            overwrite,
+            block_size,
+            segment or new_segment_id(f"feat-{name}"),
+            lease=lease,
+        )
         feature = storage.schema.feature_sets.get(name)
         if feature is None:
             raise InvalidVideoError(

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 import zarr
+import zarr.errors
 from zarr.abc.store import RangeByteRequest, Store
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
@@ -59,7 +60,12 @@ class ZarrBackend(Backend):
         return self._store
 
     def initialize(self) -> None:
-        zarr.open_group(self.store, mode="a", attributes={"featurestore": "see featurestore.json"})
+        try:
+            zarr.open_group(
+                self.store, mode="a", attributes={"featurestore": "see featurestore.json"}
+            )
+        except zarr.errors.ContainsGroupError:
+            pass  # another process creating the same store got there first: the same group
 
     def _compressors(self, dtype: str):
         codecs = [ZstdCodec(level=1)] if self.compression == "zstd" else []

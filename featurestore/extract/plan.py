@@ -1,6 +1,6 @@
 """One populate run, before either runner starts: its options and its one planning step.
 
-``plan`` merges the label map add-only with the store's, checks the run's schema (encoder
+``plan`` claims the run's labels in the store (add-only, atomic), checks the run's schema (encoder
 fingerprint, T, streams, landmark layout) against the store, creating it if absent, before
 anything is extracted, and sorts the entries into committed (skipped), failed while reading
 the manifest, and to do. The local pipeline and Ray then run the same plan.
@@ -18,7 +18,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
 from ..index import IndexEntry
 from ..schema import StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
@@ -92,15 +91,6 @@ class Plan:
     todo: list[ManifestEntry]
 
 
-def _existing_labels(store_url: str, storage_options: dict | None) -> dict[int, str]:
-    """The store's label map, or {} when there is no store yet (create_store then reports
-    anything worse than absence, such as a folder that is not a store)."""
-    try:
-        return open_store(store_url, storage_options=storage_options).labels
-    except (StoreError, FileNotFoundError):
-        return {}
-
-
 def plan(
     store_url: str,
     entries: Iterable[ManifestEntry],
@@ -108,20 +98,22 @@ def plan(
     schema_for: Callable[[dict[int, str]], StoreSchema],
     summary: PopulateSummary,
 ) -> Plan:
-    """Open or create the store (refusing a mismatch), merge labels, and pick what to do.
+    """Open or create the store (refusing a mismatch), claim labels, and pick what to do.
 
-    ``schema_for(label_map)`` is the run's schema (it needs the encoder, which only the
-    runner has loaded). Skipped and manifest-failed entries are counted in ``summary``.
+    ``schema_for(labels)`` is the run's schema (it needs the encoder, which only the
+    runner has loaded). Labels are claimed in the store itself, atomically against other
+    writers (``FeatureStore.claim_labels``), so runs on disjoint parts of a manifest never
+    give one label two glosses. Skipped and manifest-failed entries go to ``summary``.
     """
     entries = list(entries)
-    existing = _existing_labels(store_url, options.storage_options)
-    entries, label_map = assign_labels(entries, existing)
-    if options.labels:
-        label_map = {**label_map, **options.labels}
-    entries = entries[: options.limit] if options.limit is not None else entries
+    fixed = dict(options.labels or {})
     store = create_store(
-        store_url, schema_for(label_map), exist_ok=True, storage_options=options.storage_options
+        store_url, schema_for(fixed), exist_ok=True, storage_options=options.storage_options
     )
+    fixed.update({e.label: e.gloss for e in entries if e.label is not None and e.gloss})
+    label_map = store.claim_labels((e.gloss for e in entries if e.label is None), fixed)
+    entries, _ = assign_labels(entries, label_map)
+    entries = entries[: options.limit] if options.limit is not None else entries
     committed = set() if options.overwrite else set(store.ids())
     todo = []
     for e in entries:

@@ -22,13 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SchemaMismatchError, StoreError
-from ..extract import (
-    FACE_SUBSET,
-    ManifestEntry,
-    assign_labels,
-    landmark_layout,
-    sample_indices,
-)
+from ..extract import FACE_SUBSET, landmark_layout, sample_indices
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
 from ..writer import Writer
@@ -429,17 +423,15 @@ def _check_store(existing: FeatureStore | None, schema: StoreSchema) -> None:
         )
 
 
-def _labels(items: list[Item], existing: FeatureStore | None) -> dict[int, str]:
-    """Glosses exactly as written; labels merged add-only with the store's (as populate does)."""
+def _claim_labels(items: list[Item], store: FeatureStore) -> None:
+    """Glosses exactly as written, each given its label in the store itself: claimed
+    atomically against other writers (as populate does), never renumbered."""
     live = [i for i in items if i.error is None]
-    entries = [
-        ManifestEntry(video_id=f"x{n}", path=Path(i.member), gloss=i.gloss, label=i.label)
-        for n, i in enumerate(live)
-    ]
-    labelled, label_map = assign_labels(entries, existing.labels if existing else {})
-    for item, entry in zip(live, labelled, strict=True):
-        item.label = entry.label
-    return label_map
+    label_map = store.claim_labels(i.gloss for i in live if i.label is None)
+    by_gloss = {gloss: label for label, gloss in label_map.items()}
+    for item in live:
+        if item.label is None:
+            item.label = by_gloss[item.gloss] if item.gloss else -1
 
 
 def _todo(
@@ -527,14 +519,15 @@ def run_import(
     existing = _existing(store, storage_options)
     summary = ImportSummary()
     summary.num_frames = _num_frames(plan, num_frames, existing)
-    labels = {**_labels(items, existing), **plan.labels}
-    schema = _schema(plan, summary.num_frames, face, labels)
+    schema = _schema(plan, summary.num_frames, face, plan.labels)
     _check_store(existing, schema)
+    target = create_store(store, schema, exist_ok=True, storage_options=storage_options)
+    _check_store(target, schema)  # made by another process since: the same checks
+    _claim_labels(items, target)
     live = [i for i in items if i.error is None]
-    todo, summary.skipped = _todo(live, existing, overwrite)
+    todo, summary.skipped = _todo(live, target, overwrite)
     summary.failures.update(plan.failures)
     summary.failures.update({i.video_id: i.error for i in items if i.error is not None})
-    target = create_store(store, schema, exist_ok=True, storage_options=storage_options)
     bar = tqdm(total=len(todo), unit="seq", disable=not progress, smoothing=0.1)
     try:
         with target.writer(overwrite=overwrite, block_size=block_size) as writer:
