@@ -21,7 +21,7 @@ from . import verify as _verify
 from ._files import Files
 from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
 from .errors import CorruptDataError, StoreError, StreamNotFoundError, VideoNotFoundError
-from .index import Block, IndexEntry
+from .index import Block, FeatureRow, Index, IndexEntry
 from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
 from .writer import WAIT_FOR_MAINTENANCE_S, FeatureWriter, Writer, new_segment_id
 
@@ -84,14 +84,21 @@ class FeatureStore:
         """Re-read metadata and the commit log to see what other writers committed since."""
         self._storage.refresh()
 
-    def refresh_if_changed(self) -> bool:
+    def refresh_if_changed(self) -> set[str] | None:
         """Load what other writers committed, deleted or compacted since, if anything: a
         listing per commit log when nothing changed. The new index replaces the old whole,
-        so readers in other threads never see half of one. True when it changed."""
-        if not self._storage.changed():
-            return False
-        self._storage.reload()
-        return True
+        so readers in other threads never see half of one.
+
+        Returns None when nothing changed, else the ids whose presence, metadata or bytes
+        changed (a video a compact only moved is not among them), for caches to drop.
+        """
+        storage = self._storage
+        if not storage.changed():
+            return None
+        before = _contents(storage.index)
+        storage.reload()
+        after = _contents(storage.index)
+        return {v for v in before.keys() | after.keys() if before.get(v) != after.get(v)}
 
     # -- metadata ------------------------------------------------------------------------
     @property
@@ -362,6 +369,23 @@ class FeatureStore:
 
 def _where(e: IndexEntry) -> tuple[str, int, int]:
     return (e.segment, e.block, e.offset)
+
+
+def _contents(index: Index) -> dict[str, tuple]:
+    """Per video, what a reader sees of it: metadata and each row's checksums (its place,
+    where a store predates checksums), in the base streams and every added set."""
+
+    def rows(r: IndexEntry | FeatureRow) -> tuple:
+        return tuple(sorted(r.crc32c.items())) if r.crc32c else (r.segment, r.block, r.offset)
+
+    out: dict[str, tuple] = {
+        v: (e.label, e.gloss, e.split, rows(e)) for v, e in index.entries.items()
+    }
+    for name, feature in sorted(index.features.items()):
+        for v, r in feature.rows.items():
+            if v in out:
+                out[v] += (name, rows(r))
+    return out
 
 
 def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list[Batch]]:

@@ -1,8 +1,8 @@
 """A byte-bounded LRU of feature arrays, so hot videos skip the store.
 
-The server reads a snapshot of the store's index at start-up and committed rows are never
-rewritten in place, so a cached array stays correct for the server's lifetime. Memory is
-bounded by `max_bytes`, whatever the store's size.
+Committed rows are never rewritten in place; when the server's refresher sees a video
+written again or deleted, it evicts that video here (`evict`), so a cached array is always
+the store's. Memory is bounded by `max_bytes`, whatever the store's size.
 """
 
 from __future__ import annotations
@@ -54,3 +54,9 @@ class FeatureCache:
                 _, evicted = self._items.popitem(last=False)
                 self.nbytes -= evicted.nbytes
         return arr
+
+    def evict(self, video_ids: set[str]) -> None:
+        """Drop every stream of these videos (written again, or deleted, since cached)."""
+        with self._lock:
+            for key in [k for k in self._items if k[0] in video_ids]:
+                self.nbytes -= self._items.pop(key).nbytes

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from featurestore import VideoNotFoundError
+
 log = logging.getLogger("server")
 
 
@@ -57,8 +59,14 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+async def _gone(request: Request, exc: VideoNotFoundError) -> JSONResponse:
+    """A video deleted between the route's check and its read (the index was refreshed)."""
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     # Starlette types a handler's exception as Exception; these take the subclass they handle.
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(VideoNotFoundError, _gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     cache_mb: float = Field(256.0, ge=0, description="LRU of feature arrays; 0 turns it off.")
     io_threads: int = Field(2, ge=1, description="Threads reading the store for lookups.")
+    refresh_s: float = Field(
+        2.0, ge=0, description="How often to look for new commits, deletes and compacts; 0: never."
+    )
 
     upload_enabled: bool = Field(True, description="Load the encoder and accept video uploads.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload accepted.")

@@ -3,6 +3,8 @@ checkpoint fits the store."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,20 +77,52 @@ class ServingState:
     """Videos holding every stream the model reads, computed once (see `lacking`)."""
     holders: dict[str, set[str]] = field(default_factory=dict)
     """Videos holding each added feature set, computed once per set (see `streams_of`)."""
+    refresher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.batcher.start()
         self.uploads.start_loading()
         self.io_executor.submit(float16_text_table)  # the first JSON lookup need not wait
+        if self.settings.refresh_s > 0:
+            self.refresher = asyncio.create_task(self.keep_fresh(self.settings.refresh_s))
+
+    async def keep_fresh(self, every_s: float) -> None:
+        """Pick up what imports, populates, deletes and compacts did to the store, without a
+        restart and without a lock: the store swaps in a whole new index, and what was
+        derived from the old one is dropped here."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                changed = await loop.run_in_executor(
+                    self.io_executor, self.store.refresh_if_changed
+                )
+            except Exception:  # a store briefly unreadable: keep serving the index we have
+                log.warning("could not refresh the store's index", exc_info=True)
+                continue
+            if changed is not None:
+                self.forget_derived(changed)
+
+    def forget_derived(self, changed: set[str]) -> None:
+        """Drop what was computed from the old index, and the cached rows of ``changed``."""
+        self.ids_by_split = {}
+        self.holding = None
+        self.holders = {}
+        if changed:
+            self.cache.evict(changed)
 
     async def stop(self) -> None:
+        if self.refresher is not None:
+            self.refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refresher
         await self.batcher.stop()
         self.uploads.shutdown()
         self.model_executor.shutdown(wait=False, cancel_futures=True)
         self.io_executor.shutdown(wait=False, cancel_futures=True)
 
     def ids(self, split: str | None) -> list[str]:
-        """Sorted ids of a split, computed once: the index is a snapshot taken at start."""
+        """Sorted ids of a split, computed once per index (the refresher drops them)."""
         if split not in self.ids_by_split:
             self.ids_by_split[split] = self.store.ids(split)
         return self.ids_by_split[split]
