@@ -16,6 +16,7 @@ from .errors import (
     VideoNotFoundError,
 )
 from .importers import ImportSummary, import_dataset
+from .rows import take_rows
 from .schema import (
     GEMMA_STREAM,
     LANDMARK_MASK_STREAM,
@@ -56,5 +57,6 @@ __all__ = [
     "fingerprint_digest",
     "import_dataset",
     "open_store",
+    "take_rows",
     "validate_video_id",
 ]
