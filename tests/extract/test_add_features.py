@@ -17,7 +17,7 @@ import pytest
 from featurestore import SchemaMismatchError, StreamNotFoundError, open_store
 from featurestore.cli import main as cli_main
 from featurestore.extract import (
-    Entry,
+    ManifestEntry,
     add_features,
     decode_clip,
     load_encoder,
@@ -33,14 +33,14 @@ VARIANT = dict(encoder="tiny-random", pooling="mean_vision_patches")
 BASE = ("gemma", "landmarks", "landmark_mask")
 
 
-def _clips(folder: Path, per_class: int) -> list[Entry]:
+def _clips(folder: Path, per_class: int) -> list[ManifestEntry]:
     return read_manifest(
         synthesize(folder, classes=2, per_class=per_class, frames=20, size=(64, 64))
     )
 
 
 def _populated(
-    url: str, entries: list[Entry], encoder, landmarks: bool, commit_every: int = 2
+    url: str, entries: list[ManifestEntry], encoder, landmarks: bool, commit_every: int = 2
 ) -> str:
     summary = populate(
         url,
@@ -66,7 +66,7 @@ def landmark_store(tmp_path_factory, tiny_encoder) -> str:
     """Six clips and one with a WLASL frame range, populated with landmarks in blocks of 2."""
     folder = tmp_path_factory.mktemp("add")
     entries = _clips(folder / "clips", per_class=3)
-    ranged = Entry("ranged", entries[0].path, "sign00", "val", frame_start=5, frame_end=16)
+    ranged = ManifestEntry("ranged", entries[0].path, "sign00", "val", frame_start=5, frame_end=16)
     return _populated(str(folder / "base.zarr"), [*entries, ranged], tiny_encoder, True)
 
 
@@ -78,7 +78,7 @@ def store_copy(tmp_path, landmark_store) -> str:
 
 
 @pytest.fixture
-def own_clips_store(tmp_path, tiny_encoder) -> tuple[str, list[Entry]]:
+def own_clips_store(tmp_path, tiny_encoder) -> tuple[str, list[ManifestEntry]]:
     """Eight clips of this test's own (it may delete some), encoder only, blocks of 2."""
     entries = _clips(tmp_path / "clips", per_class=4)
     return _populated(str(tmp_path / "own.zarr"), entries, tiny_encoder, False), entries
