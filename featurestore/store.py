@@ -28,7 +28,7 @@ from .errors import (
 from .index import Block, IndexEntry
 from .rows import take_rows
 from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
-from .writer import FeatureWriter, Writer, new_segment_id
+from .writer import FeatureWriter, Writer
 
 
 @dataclass(frozen=True)
@@ -368,5 +368,4 @@ __all__ = [
     "Video",
     "create_store",
     "open_store",
-    "new_segment_id",
 ]
