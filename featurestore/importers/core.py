@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .._test_hold import hold_after
 from ..errors import SchemaMismatchError, StoreError
 from ..extract import (
     FACE_SUBSET,
@@ -574,3 +575,4 @@ def _write(
             summary.failures[item.video_id] = reason
             bar.set_postfix(failed=summary.failed, refresh=False)
         bar.update(1)
+        hold_after(summary.imported)  # test-only: a no-op unless a test asks
