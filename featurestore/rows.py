@@ -15,13 +15,17 @@ def take_rows(
     size: Callable[[G], int],
     cut: Callable[[G, int], tuple[G, G]],
 ) -> tuple[list[G], list[G]]:
-    """Split the first ``n`` rows off ``pending`` (oldest group first): the groups that hold
-    them, the last one cut in two by ``cut(group, k)`` (its first k rows, the rest) if it
-    straddles, and the groups left pending. Empty groups always go with the taken ones."""
-    taken, rest = [], []
+    """Split the first ``n`` rows off ``pending`` (oldest group first) into the groups that
+    hold them, the last one cut in two by ``cut(group, k)`` (its first k rows, the rest) if it
+    straddles, and the groups left, in order: the taken ones are always a prefix. Empty
+    groups up to the next row go with the taken ones."""
+    taken: list[G] = []
+    rest: list[G] = []
     for group in pending:
         rows = size(group)
-        if n >= rows:
+        if rest:
+            rest.append(group)
+        elif n >= rows:
             taken.append(group)
             n -= rows
         elif n > 0:
