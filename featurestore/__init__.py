@@ -3,7 +3,13 @@
 Write with ``create_store(...).writer()``, read with ``open_store(url)``: ``get``,
 ``get_many``, ``blocks``/``read_block`` and ``iter_batches`` for streaming. Visual features
 from another encoder are added to stored videos with ``add_feature_set`` and ``feature_writer``.
+
+The importers (``import_dataset``, ``ImportSummary``) load on first use (PEP 562), as
+``featurestore.extract`` does, so reading a store does not import every import format.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from ._version import __version__ as __version__
 from .errors import (
@@ -15,7 +21,8 @@ from .errors import (
     StreamNotFoundError,
     VideoNotFoundError,
 )
-from .importers import ImportSummary, import_dataset
+from .index import IndexEntry
+from .rows import take_rows
 from .schema import (
     GEMMA_STREAM,
     LANDMARK_MASK_STREAM,
@@ -30,6 +37,11 @@ from .schema import (
 from .store import Batch, Block, FeatureStore, Video, create_store, open_store
 from .writer import FeatureWriter, Writer
 
+if TYPE_CHECKING:
+    from .importers import ImportSummary, import_dataset
+
+_LAZY = {"ImportSummary": "importers", "import_dataset": "importers"}
+
 __all__ = [
     "GEMMA_STREAM",
     "LANDMARKS_STREAM",
@@ -42,6 +54,7 @@ __all__ = [
     "FeatureStore",
     "FeatureWriter",
     "ImportSummary",
+    "IndexEntry",
     "InvalidVideoError",
     "NotAStoreError",
     "SchemaMismatchError",
@@ -56,5 +69,14 @@ __all__ = [
     "fingerprint_digest",
     "import_dataset",
     "open_store",
+    "take_rows",
     "validate_video_id",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -22,8 +22,9 @@ from ._files import Files
 from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
 from .errors import CorruptDataError, StoreError, StreamNotFoundError, VideoNotFoundError
 from .index import Block, FeatureRow, Index, IndexEntry
+from .rows import take_rows
 from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
-from .writer import WAIT_FOR_MAINTENANCE_S, FeatureWriter, Writer, new_segment_id
+from .writer import WAIT_FOR_MAINTENANCE_S, FeatureWriter, Writer
 
 
 @dataclass(frozen=True)
@@ -389,22 +390,8 @@ def _contents(index: Index) -> dict[str, tuple]:
 
 
 def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list[Batch]]:
-    """Split the first n rows off a list of batches."""
-    taken, rest, need = [], [], n
-    for b in pending:
-        if need >= len(b):
-            taken.append(b)
-            need -= len(b)
-        elif need > 0:
-            taken.append(
-                Batch(b.ids[:need], b.labels[:need], {s: a[:need] for s, a in b.arrays.items()})
-            )
-            rest.append(
-                Batch(b.ids[need:], b.labels[need:], {s: a[need:] for s, a in b.arrays.items()})
-            )
-            need = 0
-        else:
-            rest.append(b)
+    """The first n rows of the pending batches as one batch, and the batches left."""
+    taken, rest = take_rows(pending, n, len, _cut)
     if len(taken) == 1:
         return taken[0], rest
     batch = Batch(
@@ -413,6 +400,12 @@ def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list
         {s: np.concatenate([b.arrays[s] for b in taken]) for s in streams},
     )
     return batch, rest
+
+
+def _cut(b: Batch, k: int) -> tuple[Batch, Batch]:
+    """A batch's first k rows and the rest."""
+    head = Batch(b.ids[:k], b.labels[:k], {s: a[:k] for s, a in b.arrays.items()})
+    return head, Batch(b.ids[k:], b.labels[k:], {s: a[k:] for s, a in b.arrays.items()})
 
 
 def create_store(
@@ -456,5 +449,4 @@ __all__ = [
     "Video",
     "create_store",
     "open_store",
-    "new_segment_id",
 ]

@@ -1,11 +1,17 @@
-"""Child servers in the tests: a free local port to give one, and a stop that cannot hang."""
+"""Child processes in the tests: a free local port to give a server, a stop that cannot
+hang, and a bulk run held at a known point so a test can signal it without a race."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import time
+from pathlib import Path
 
-__all__ = ["free_port", "stop"]
+from featurestore._test_hold import HOLD_ENV
+
+__all__ = ["free_port", "hold_env", "stop", "wait_for_hold"]
 
 
 def free_port() -> int:
@@ -22,3 +28,20 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def hold_env(videos: int, marker: Path) -> dict[str, str]:
+    """The environment for a child bulk run (populate, add-features, import) that stops
+    and waits for a signal once it has handed ``videos`` videos to its writer."""
+    return {**os.environ, HOLD_ENV: f"{videos}:{marker}"}
+
+
+def wait_for_hold(proc: subprocess.Popen, marker: Path, timeout: float = 120.0) -> None:
+    """Return once the child holds (it created ``marker``); fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the run ended ({proc.returncode}) before its hold: {err!r}")
+        assert time.monotonic() < deadline, f"the run did not reach its hold in {timeout}s"
+        time.sleep(0.05)

@@ -77,13 +77,14 @@ class StoreWindows(IterableDataset):
     def start_offset(self) -> int:
         return int(self._position[2])
 
-    def windows(self, epoch: int | None = None) -> list[Window]:
-        """This rank's windows for an epoch, in delivery order."""
+    def windows(self, epoch: int | None = None, rank: int | None = None) -> list[Window]:
+        """A rank's windows for an epoch, in delivery order (default: this rank, the
+        position's epoch)."""
         epoch = self.epoch if epoch is None else epoch
         plan = plan_epoch(
             self.blocks, self.window_rows, self.seed, epoch, self.shuffle, self.world_size
         )
-        return rank_windows(plan, self.rank, self.world_size)
+        return rank_windows(plan, self.rank if rank is None else rank, self.world_size)
 
     def __iter__(self):
         info = get_worker_info()

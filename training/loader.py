@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
+from featurestore import take_rows
 from training.augment import Augmenter
 from training.dataset import StoreWindows
 from training.in_memory import SplitInMemory
-from training.plan import plan_epoch, rank_windows
 
 if TYPE_CHECKING:
     from featurestore import FeatureStore
@@ -99,11 +99,7 @@ class StoreLoader:
     # -- sizes -------------------------------------------------------------------------
     def rank_rows(self, rank: int | None = None) -> int:
         """Rows planned for a rank this epoch (before unusable rows are dropped)."""
-        d = self.dataset
-        plan = plan_epoch(d.blocks, d.window_rows, d.seed, self.epoch, d.shuffle, d.world_size)
-        return sum(
-            len(w) for w in rank_windows(plan, d.rank if rank is None else rank, d.world_size)
-        )
+        return sum(len(w) for w in self.dataset.windows(self.epoch, rank))
 
     def __len__(self) -> int:
         """Batches this rank yields in a full epoch (at most; fewer if rows are dropped)."""
@@ -192,26 +188,13 @@ class StoreLoader:
             yield self._take(pending, count)[0]
         self._window, self._offset = 0, 0  # a finished epoch restarts from its beginning
 
-    def _advance_past(self, window: int) -> None:
-        if window >= self._window:
-            self._window, self._offset = window + 1, 0
-
     def _take(self, pending: list[dict], n: int) -> tuple[dict, list[dict]]:
-        """The first n rows of the pending windows as one batch; records the position."""
-        parts, rest = [], []
-        for item in pending:
-            size = len(item["ids"])
-            if n >= size:
-                parts.append(item)
-                n -= size
-                self._advance_past(item["window"])
-            elif n > 0:
-                parts.append(_rows(item, 0, n))
-                rest.append(_rows(item, n, size))
-                self._window, self._offset = item["window"], item["base"] + n
-                n = 0
-            else:
-                rest.append(item)
+        """The first n rows of the pending windows as one batch; records the position: the
+        first row still pending, or the start of the window after the last one taken."""
+        parts, rest = take_rows(pending, n, _size, _cut)
+        self._window, self._offset = (
+            (rest[0]["window"], rest[0]["base"]) if rest else (parts[-1]["window"] + 1, 0)
+        )
         batch: dict[str, Any] = {"ids": [i for p in parts for i in p["ids"]]}
         for key in ["label", *self.streams]:
             batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
@@ -237,6 +220,15 @@ def _reuse_freed_memory(worker_id: int) -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):
         pass
+
+
+def _size(item: dict) -> int:
+    return len(item["ids"])
+
+
+def _cut(item: dict, k: int) -> tuple[dict, dict]:
+    """A window item's first k rows and the rest; `base` counts the window's rows before each."""
+    return _rows(item, 0, k), _rows(item, k, _size(item))
 
 
 def _rows(item: dict, lo: int, hi: int) -> dict:

@@ -24,7 +24,6 @@ _EXPORTS = {
     "LandmarkExtractor": "holistic",
     "LandmarkPool": "holistic",
     "landmark_layout": "holistic",
-    "Entry": "manifest",
     "ManifestEntry": "manifest",
     "ManifestError": "manifest",
     "assign_labels": "manifest",

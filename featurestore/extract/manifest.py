@@ -18,7 +18,6 @@ from ..errors import InvalidVideoError
 from ..schema import validate_video_id
 
 __all__ = [
-    "Entry",
     "ManifestEntry",
     "ManifestError",
     "read_manifest",
@@ -55,10 +54,6 @@ class ManifestEntry:
     """1-indexed, inclusive; -1 means the last frame."""
     error: str | None = None
     """Why this entry cannot be extracted, found while reading the manifest."""
-
-
-Entry = ManifestEntry
-"""The earlier name, kept for callers."""
 
 
 def _int_field(row: dict, key: str, default: int) -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._test_hold import hold_after
 from ..errors import InvalidVideoError
 from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
 from .decode import Clip, DecodeError, decode_clip
@@ -172,6 +173,7 @@ def write(
             last_commit = time.monotonic()
         write_s += time.perf_counter() - start
         bar.update(1)
+        hold_after(summary.done)  # test-only: a no-op unless a test asks
     summary.stage_seconds["write"] = write_s
 
 
@@ -226,6 +228,7 @@ def write_features(
         writer.flush()
         write_s += time.perf_counter() - start
         bar.set_postfix(failed=len(summary.failed), refresh=False)
+        hold_after(summary.done)  # test-only: a no-op unless a test asks
     summary.stage_seconds["write"] = write_s
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .._test_hold import hold_after
 from ..errors import SchemaMismatchError, StoreError
 from ..extract import FACE_SUBSET, landmark_layout, sample_indices
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
@@ -567,3 +568,4 @@ def _write(
             summary.failures[item.video_id] = reason
             bar.set_postfix(failed=summary.failed, refresh=False)
         bar.update(1)
+        hold_after(summary.imported)  # test-only: a no-op unless a test asks

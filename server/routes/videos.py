@@ -6,8 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
-from featurestore import InvalidVideoError, StreamNotFoundError, validate_video_id
-from featurestore.index import IndexEntry
+from featurestore import IndexEntry, InvalidVideoError, StreamNotFoundError, validate_video_id
 
 from ..encoding import json_bytes, npy_bytes
 from ..errors import error_responses

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from featurestore import SchemaMismatchError, StreamNotFoundError, open_store
 from featurestore.cli import main as cli_main
 from featurestore.extract import (
-    Entry,
+    ManifestEntry,
     add_features,
     decode_clip,
     load_encoder,
@@ -25,6 +24,7 @@ from featurestore.extract import (
     read_manifest,
     synthesize,
 )
+from tests.processes import hold_env, wait_for_hold
 
 T = 8
 NAME = "patches"
@@ -33,14 +33,14 @@ VARIANT = dict(encoder="tiny-random", pooling="mean_vision_patches")
 BASE = ("gemma", "landmarks", "landmark_mask")
 
 
-def _clips(folder: Path, per_class: int) -> list[Entry]:
+def _clips(folder: Path, per_class: int) -> list[ManifestEntry]:
     return read_manifest(
         synthesize(folder, classes=2, per_class=per_class, frames=20, size=(64, 64))
     )
 
 
 def _populated(
-    url: str, entries: list[Entry], encoder, landmarks: bool, commit_every: int = 2
+    url: str, entries: list[ManifestEntry], encoder, landmarks: bool, commit_every: int = 2
 ) -> str:
     summary = populate(
         url,
@@ -66,7 +66,7 @@ def landmark_store(tmp_path_factory, tiny_encoder) -> str:
     """Six clips and one with a WLASL frame range, populated with landmarks in blocks of 2."""
     folder = tmp_path_factory.mktemp("add")
     entries = _clips(folder / "clips", per_class=3)
-    ranged = Entry("ranged", entries[0].path, "sign00", "val", frame_start=5, frame_end=16)
+    ranged = ManifestEntry("ranged", entries[0].path, "sign00", "val", frame_start=5, frame_end=16)
     return _populated(str(folder / "base.zarr"), [*entries, ranged], tiny_encoder, True)
 
 
@@ -78,7 +78,7 @@ def store_copy(tmp_path, landmark_store) -> str:
 
 
 @pytest.fixture
-def own_clips_store(tmp_path, tiny_encoder) -> tuple[str, list[Entry]]:
+def own_clips_store(tmp_path, tiny_encoder) -> tuple[str, list[ManifestEntry]]:
     """Eight clips of this test's own (it may delete some), encoder only, blocks of 2."""
     entries = _clips(tmp_path / "clips", per_class=4)
     return _populated(str(tmp_path / "own.zarr"), entries, tiny_encoder, False), entries
@@ -294,7 +294,7 @@ import sys, time
 from featurestore.extract import gemma
 encode_videos = gemma.GemmaEncoder.encode_videos
 def slow(self, videos):
-    time.sleep(0.3 * len(videos))  # slow enough to be killed between two commits
+    time.sleep(0.3 * len(videos))  # slow enough for two adders to overlap
     return encode_videos(self, videos)
 gemma.GemmaEncoder.encode_videos = slow
 from featurestore.cli import main
@@ -302,11 +302,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _start_add(url: str, summary: Path, *extra: str) -> subprocess.Popen:
+def _start_add(url: str, summary: Path, *extra: str, env=None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", _SLOW_ENCODER, "populate", "--store", url,
            "--add-features", NAME, "--encoder", "tiny-random", "--pooling", "mean_vision_patches",
            "--batch-size", str(T), "--quiet", "--summary-json", str(summary), *extra]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _start_held(url: str, summary: Path, tmp_path: Path) -> subprocess.Popen:
+    """An add that holds (featurestore._test_hold) once one base block of 2 is committed."""
+    marker = tmp_path / "held"
+    proc = _start_add(url, summary, env=hold_env(2, marker))
+    wait_for_hold(proc, marker)
+    return proc
 
 
 def _added(url: str) -> int:
@@ -331,12 +339,7 @@ def _each_video_once(url: str, ids: list[str]) -> None:
 def test_sigkill_mid_add_then_rerun(own_clips_store, tmp_path):
     url, entries = own_clips_store
     ids = sorted(e.video_id for e in entries)
-    proc = _start_add(url, tmp_path / "killed.json")
-    deadline = time.monotonic() + 120
-    while _added(url) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no feature block committed in time"
-        time.sleep(0.05)
+    proc = _start_held(url, tmp_path / "killed.json", tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     committed = _added(url)
@@ -356,11 +359,7 @@ def test_ctrl_c_mid_add_commits_whole_blocks_then_rerun(own_clips_store, tmp_pat
     url, entries = own_clips_store
     ids = sorted(e.video_id for e in entries)
     out = tmp_path / "interrupted.json"
-    proc = _start_add(url, out)
-    deadline = time.monotonic() + 120
-    while _added(url) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = _start_held(url, out, tmp_path)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     result = json.loads(out.read_text())

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from featurestore.extract import Entry, write_video
+from featurestore.extract import ManifestEntry, write_video
 from featurestore.extract.pipeline import Pipeline
 from tests.extract.clips import indexed_frames
 
@@ -28,10 +28,10 @@ def _entries(tmp_path, n_good=5):
     entries = []
     for i in range(n_good):
         path = write_video(tmp_path / f"g{i}.mp4", indexed_frames(12, seed=i) + 40)
-        entries.append(Entry(f"g{i}", path))
+        entries.append(ManifestEntry(f"g{i}", path))
     black = write_video(tmp_path / "black.mp4", np.zeros((12, 48, 64, 3), np.uint8))
-    entries.insert(2, Entry("black", black))
-    entries.append(Entry("gone", tmp_path / "gone.mp4"))
+    entries.insert(2, ManifestEntry("black", black))
+    entries.append(ManifestEntry("gone", tmp_path / "gone.mp4"))
     return entries
 
 

@@ -1,4 +1,7 @@
-"""A populate run killed mid-way (SIGKILL, or Ctrl-C) is finished by running it again."""
+"""A populate run killed mid-way (SIGKILL, or Ctrl-C) is finished by running it again.
+
+The run is held (featurestore._test_hold) after 3 videos, 2 of them committed (one block)
+and 1 in flight, so the signal always lands mid-run, at the same point."""
 
 import json
 import os
@@ -9,8 +12,9 @@ import time
 
 import pytest
 
-from featurestore import StoreError, open_store
+from featurestore import open_store
 from featurestore.extract import synthesize
+from tests.processes import hold_env, wait_for_hold
 
 N = 8
 
@@ -22,7 +26,7 @@ def manifest(tmp_path_factory):
     )
 
 
-def _start(url, manifest, summary):
+def _start(url, manifest, summary, env=None):
     cmd = [
         sys.executable,
         "-m",
@@ -45,26 +49,16 @@ def _start(url, manifest, summary):
         str(summary),
     ]
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env
     )
 
 
-def _committed(url) -> int:
-    try:
-        return len(open_store(url))
-    except StoreError:
-        return 0
-
-
-def _wait_for_commits(proc, url, at_least, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n = _committed(url)
-        if n >= at_least:
-            return n
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.05)
-    raise AssertionError(f"no {at_least} commits within {timeout}s")
+def _start_held(tmp_path, url, manifest, summary):
+    """A run that holds after 3 videos: 2 committed (a block, --commit-every 2), 1 in flight."""
+    marker = tmp_path / "held"
+    proc = _start(url, manifest, summary, hold_env(3, marker))
+    wait_for_hold(proc, marker)
+    return proc
 
 
 def _group_gone(pgid, timeout=15.0) -> bool:
@@ -91,8 +85,7 @@ def _rerun_finishes(url, manifest, summary, committed_before):
 
 def test_sigkill_then_rerun(tmp_path, manifest):
     url, summary = str(tmp_path / "s.zarr"), tmp_path / "summary.json"
-    proc = _start(url, manifest, summary)
-    _wait_for_commits(proc, url, at_least=2)
+    proc = _start_held(tmp_path, url, manifest, summary)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     # the landmark workers notice their parent is gone and exit by themselves
@@ -108,13 +101,12 @@ def test_sigkill_then_rerun(tmp_path, manifest):
 @pytest.mark.slow
 def test_ctrl_c_commits_what_is_complete_then_rerun(tmp_path, manifest):
     url, summary = str(tmp_path / "s.zarr"), tmp_path / "summary.json"
-    proc = _start(url, manifest, summary)
-    _wait_for_commits(proc, url, at_least=2)
+    proc = _start_held(tmp_path, url, manifest, summary)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     result = json.loads(summary.read_text())
     assert result["interrupted"] is True
     committed = len(open_store(url))
-    assert committed == result["done"] and committed < N
+    assert committed == result["done"] == 3  # the committed block and the video in flight
     assert _group_gone(proc.pid)
     _rerun_finishes(url, manifest, summary, committed)

@@ -15,7 +15,7 @@ pytest.importorskip("moto")
 
 from featurestore import open_store  # noqa: E402
 from featurestore.extract import (  # noqa: E402
-    Entry,
+    ManifestEntry,
     RaySchedulingError,
     populate,
     populate_with_ray,
@@ -45,13 +45,13 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> list[Entry]:
+def clips(tmp_path_factory) -> list[ManifestEntry]:
     """Six tiny clips over two glosses and one file that is not a video."""
     folder = tmp_path_factory.mktemp("clips")
     entries = read_manifest(synthesize(folder, classes=2, per_class=3, frames=20, size=(64, 64)))
     broken = folder / "broken.mp4"
     broken.write_bytes(b"\x00not a video" * 50)
-    return [*entries, Entry("broken", broken, gloss="sign00", split="train")]
+    return [*entries, ManifestEntry("broken", broken, gloss="sign00", split="train")]
 
 
 @pytest.fixture(scope="module")

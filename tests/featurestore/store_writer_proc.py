@@ -2,7 +2,8 @@
 
 usage: python store_writer_proc.py URL PREFIX SEED COUNT DIM [BLOCK_SIZE]
 Videos ``{PREFIX}{i:04d}`` already in the store are skipped, as a resumed populate does.
-Prints ``committed N`` after every commit so a test knows when to strike.
+Prints ``committed N`` after every commit so a test knows when to strike; with
+``FEATURESTORE_TEST_HOLD_AFTER`` set (``tests.processes.hold_env``) it then holds there.
 """
 
 import sys
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 
 from featurestore import open_store
+from featurestore._test_hold import hold_after
 
 
 def video(prefix: str, seed: int, i: int, dim: int) -> dict[str, np.ndarray]:
@@ -41,6 +43,7 @@ def main() -> None:
             w.put(vid, video(prefix, seed, i, dim), label=i % 3, split="train")
             if w.committed != before:
                 print(f"committed {w.committed}", flush=True)
+                hold_after(w.committed)
     print("finished", flush=True)
 
 

@@ -17,6 +17,7 @@ from featurestore import create_store, open_store  # noqa: E402
 from tests.featurestore.test_store_concurrency import assert_videos_equal, run_writer, write_at_once  # noqa: E402
 from tests.featurestore.test_store_conformance import BackendTests  # noqa: E402
 from tests.helpers import random_video, small_schema  # noqa: E402
+from tests.processes import hold_env, wait_for_hold  # noqa: E402
 from tests.s3_server import shared_s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -69,12 +70,15 @@ def test_three_writer_processes_at_once_on_s3(store_url):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_write_then_resume_on_s3(store_url):
+def test_sigkill_mid_write_then_resume_on_s3(store_url, tmp_path):
     dim, count = 512, 48
     create_store(store_url, small_schema(dim=dim), block_size=8)
-    proc = run_writer(store_url, "v", 3, count, dim, start_new_session=True)
+    held = tmp_path / "held"
+    env = hold_env(8, held)  # the writer holds after its first block of 8
+    proc = run_writer(store_url, "v", 3, count, dim, start_new_session=True, env=env)
     line = proc.stdout.readline()  # one block committed, more on the way
     assert line.startswith("committed"), line
+    wait_for_hold(proc, held)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     store = open_store(store_url)

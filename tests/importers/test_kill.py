@@ -1,4 +1,7 @@
-"""An import killed mid-way (SIGKILL) loses at most the block in flight; a rerun finishes it."""
+"""An import killed mid-way (SIGKILL) loses at most the block in flight; a rerun finishes it.
+
+The import is held (featurestore._test_hold) after 100 sequences: one block of 64 committed,
+36 in flight, so the kill always lands mid-run, at the same point."""
 
 import io
 import json
@@ -6,14 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
 
 from featurestore import StoreError, open_store
+from tests.processes import hold_env, wait_for_hold
 
-GLOSSES, PER_GLOSS = 10, 400  # about 4 s of importing: time to kill it after a commit
+GLOSSES, PER_GLOSS = 10, 40
 
 
 def _zip(path):
@@ -48,11 +51,9 @@ def test_sigkill_then_rerun_imports_everything_once(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env=hold_env(100, tmp_path / "held"),
     )
-    deadline = time.monotonic() + 120
-    while _committed(url) < 64 and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.02)
+    wait_for_hold(proc, tmp_path / "held")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     partial = _committed(url)
