@@ -32,7 +32,10 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
 * `GET /v1/videos/{id}/features/{stream}`: JSON, or `.npy` bytes with
   `Accept: application/x-npy` (`numpy.load(io.BytesIO(r.content))`).
 * `POST /v1/predict`: classify stored videos by id (micro-batched).
-* `POST /v1/predict/video`: classify an uploaded clip.
+* `POST /v1/predict/video`: classify an uploaded clip. Its frames may have at most
+  `ASL_MAX_UPLOAD_PIXELS` pixels (default 1920x1920), checked from the header before
+  decoding (413 otherwise); each upload takes at most a bounded amount of memory, and no
+  more uploads wait than fit in `ASL_UPLOAD_MEMORY_MB` (503 otherwise). See /v1/info.
 
 * `GET /v1/videos?split=&gloss=&q=&offset=&limit=`: list stored videos (search, paging).
 * `GET /v1/model/report`: the `asl-eval` report beside the checkpoint (confusion matrix).
@@ -41,15 +44,20 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
   a few per second. The server keeps the last T frames and every `every` frames answers
   a text message `{"type": "prediction", "frame": n, "top_k": [{label, gloss, prob}],
   "hands_visible": bool, "hands": {...}, "received", "processed", "dropped",
-  "latency_ms"}`. First message: `{"type": "ready", "num_frames": T, ...}`; a bad frame
-  gets `{"type": "error", "frame": n, "detail": ...}` and the stream goes on. A frame that
-  arrives while the one before still waits replaces it (`dropped`). Close codes: 1008
-  missing or wrong key, bad parameters; 1013 too many live streams (`ASL_MAX_STREAMS`) or
-  not ready; 1011 no encoder for live frames.
+  "latency_ms"}`. First message: `{"type": "ready", "num_frames": T, ...}`. Every frame
+  gets an answer: a frame that cannot be decoded or processed gets `{"type": "error",
+  "frame": n, "detail": ...}` and the stream goes on. A frame that arrives while the one
+  before still waits replaces it (`dropped`). A stream that sends no frame for
+  `ASL_STREAM_IDLE_SECONDS` (default 60) is closed with 1001, freeing its slot: send
+  frames, or reconnect. Before any close the server sends an error message saying why;
+  the close reason says it too (cut to 123 bytes). Close codes: 1001 idle; 1008 missing
+  or wrong key, bad parameters; 1013 too many live streams (`ASL_MAX_STREAMS`) or not
+  ready; 1011 no encoder for live frames, or the stream failed on the server.
 * `GET /`: a web page over these routes (try a sign, live, browse the store).
 
 Errors are JSON `{"detail": ...}`. When the server has an API key, `/v1` routes need the
-`X-API-Key` header (the WebSocket takes it as `?api_key=`).
+`X-API-Key` header (the WebSocket takes it as `?api_key=`; asl-serve's logs show it as
+`api_key=***`).
 """
 
 

@@ -35,9 +35,12 @@ OPTIONS = [
     ("--upload", "upload_enabled", bool, "load the encoder, accept uploads (default on)"),
     ("--max-upload-bytes", "max_upload_bytes", int, "largest upload (default 50 MiB)"),
     ("--max-clip-seconds", "max_clip_seconds", float, "longest clip (default 30)"),
+    ("--max-upload-pixels", "max_upload_pixels", int, "largest upload frame, pixels (1920*1920)"),
+    ("--upload-memory-mb", "upload_memory_mb", float, "MB queued uploads may take (4096)"),
     ("--torch-threads", "torch_threads", int, "torch intra-op threads"),
     ("--max-streams", "max_streams", int, "concurrent /v1/stream connections (default 8)"),
     ("--stream-every", "stream_every", int, "live frames per prediction (default 4)"),
+    ("--stream-idle-seconds", "stream_idle_seconds", float, "close a silent stream after (60)"),
 ]
 
 
@@ -82,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from .logs import log_config
     from .protocol import CoalescingHttpToolsProtocol
 
     common = dict(
         host=settings.host,
         port=settings.port,
+        log_config=log_config(args.log_level),  # API keys cut from every line
         log_level=args.log_level,
         access_log=args.access_log,
         http=CoalescingHttpToolsProtocol,  # a response's head and body in one write

@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore import VideoNotFoundError
 
+from .logs import redact
+
 log = logging.getLogger("server")
 
 
@@ -51,6 +53,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     # multipart); our contract is 422 for any bad body or parameter.
     if exc.status_code == 400:
         return JSONResponse({"detail": f"bad request body: {exc.detail}"}, status_code=422)
+    if isinstance(exc.detail, str):  # details may quote what the client sent: keys cut
+        exc.detail = redact(exc.detail)
     return await http_exception_handler(request, exc)
 
 

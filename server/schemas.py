@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _number_not_bool_or_text(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("expected a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_number_not_bool_or_text), Field(strict=False)]
+"""An integer as JSON Schema has it: 3 or 3.0, never true or "3" (lax pydantic takes those
+as 1 and 3; strict pydantic refuses 3.0, which the OpenAPI schema allows)."""
 
 
 class Health(BaseModel):
@@ -50,13 +61,15 @@ class FeatureArray(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    # strict: a value of the wrong JSON type is a 422, never quietly converted.
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"video_ids": ["69241", "65539"], "top_k": 3}]},
     )
 
     video_ids: list[str] = Field(min_length=1, description="Stored videos to classify.")
-    top_k: int = Field(5, ge=1, description="Classes per video (capped at the class count).")
+    top_k: JsonInt = Field(5, ge=1, description="Classes per video (capped at the class count).")
 
     # The app narrows both fields with its configured limits (server.routes.predict).
 

@@ -37,10 +37,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload accepted.")
     max_clip_seconds: float = Field(30.0, gt=0, description="Longest clip accepted.")
     max_pending_uploads: int = Field(8, ge=1, description="Uploads queued for extraction.")
+    max_upload_pixels: int = Field(
+        1920 * 1920, ge=1, description="Largest upload frame (width x height), from its header."
+    )
+    upload_memory_mb: float = Field(
+        4096.0, gt=0, description="Memory the queued uploads may take, each at its most."
+    )
 
     max_streams: int = Field(8, ge=0, description="Concurrent /v1/stream connections.")
     stream_every: int = Field(4, ge=1, description="Live frames between two predictions.")
     max_frame_bytes: int = Field(1024 * 1024, ge=1, description="Largest live JPEG frame.")
+    stream_idle_seconds: float = Field(
+        60.0, gt=0, description="Close a live stream that sends no frame for this long."
+    )
 
     @field_validator("store", "checkpoint", "api_key", mode="before")
     @classmethod

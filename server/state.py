@@ -17,6 +17,7 @@ from model import Checkpoint, CheckpointError, load_checkpoint
 
 from .batcher import MicroBatcher
 from .cache import FeatureCache
+from .clips import MB, upload_peak_bytes
 from .encoding import float16_text_table
 from .metrics import Metrics
 from .predictor import PredictJob, Predictor, Ranked
@@ -43,6 +44,7 @@ def open_resources(settings: Settings) -> tuple[FeatureStore, Checkpoint]:
     except CheckpointError as exc:
         raise StartupError(str(exc)) from exc
     check_match(store, checkpoint, settings.checkpoint)
+    check_upload_budget(settings, checkpoint.num_frames)
     return store, checkpoint
 
 
@@ -56,6 +58,21 @@ def check_match(store: FeatureStore, checkpoint: Checkpoint, name: str = "checkp
             f"refusing to serve: {name} does not match store {store.url}: {exc}. "
             "Serve the checkpoint with the store it was trained on, or retrain on this store."
         ) from exc
+
+
+def check_upload_budget(settings: Settings, num_frames: int) -> None:
+    """Refuse a memory budget smaller than one upload at the pixel limit can take: no such
+    upload could ever be let in."""
+    if not settings.upload_enabled:
+        return
+    peak = upload_peak_bytes(settings.max_upload_pixels, num_frames)
+    if peak > settings.upload_memory_mb * MB:
+        raise StartupError(
+            f"upload_memory_mb={settings.upload_memory_mb:g} is less than one upload can take: "
+            f"{peak / MB:.0f} MB for {num_frames} frames of up to max_upload_pixels="
+            f"{settings.max_upload_pixels}. Raise ASL_UPLOAD_MEMORY_MB or lower "
+            "ASL_MAX_UPLOAD_PIXELS."
+        )
 
 
 @dataclass(repr=False)
@@ -146,6 +163,7 @@ class ServingState:
 def build_state(
     settings: Settings, store: FeatureStore, checkpoint: Checkpoint, metrics: Metrics
 ) -> ServingState:
+    check_upload_budget(settings, store.schema.num_frames)
     # One intra-op thread by default: the model is small, batching gives the parallelism,
     # and a second OpenMP thread fights the event loop for the cores (measured: slower).
     torch.set_num_threads(settings.torch_threads or 1)

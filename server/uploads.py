@@ -3,8 +3,11 @@ that made the feature set the model reads (`extractor_for`).
 
 Extraction is CPU/GPU heavy and not thread-safe (MediaPipe), so it runs in one dedicated
 thread, never on the event loop; a bounded number of uploads may wait for it, the rest get
-503 at once rather than piling up. The encoder loads on that same thread when the server
-starts, so an upload that arrives meanwhile waits for the load instead of failing.
+503 at once rather than piling up. That bound is one of memory: each upload may take at
+most `upload_peak_bytes` (its frames are limited to `max_upload_pixels`, checked from the
+header before decoding), and no more uploads are let in than fit in `upload_memory_mb`.
+The encoder loads on the extraction thread when the server starts, so an upload that
+arrives meanwhile waits for the load instead of failing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from featurestore import (
 )
 from model import fingerprint_diff
 
+from .clips import MB, decode_refusal, extraction_bytes, probe_clip, upload_peak_bytes
 from .metrics import Metrics
 from .settings import Settings
 
@@ -60,27 +64,6 @@ def save_upload(src: BinaryIO) -> str:
         src.seek(0)
         shutil.copyfileobj(src, dst, 1024 * 1024)
     return path
-
-
-def clip_seconds(path: str) -> float:
-    """Duration from the container, or from the packet count when that is longer (a file
-    can under-report its duration; demuxing is cheap, decoding is not)."""
-    try:
-        with av.open(path, mode="r") as container:
-            if not container.streams.video:
-                raise HTTPException(422, "not a decodable video: the file has no video stream")
-            stream = container.streams.video[0]
-            declared = container.duration / av.time_base if container.duration else 0.0
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            packets = sum(1 for p in container.demux(stream) if p.size)
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise HTTPException(422, f"not a decodable video: {_reason(exc, path)}") from None
-    return max(declared, packets / rate)
-
-
-def _reason(exc: Exception, path: str) -> str:
-    """The error without our temp file's path: the client only needs the reason."""
-    return str(exc).replace(f"'{path}'", "upload").replace(path, "upload")
 
 
 def extractor_for(store: FeatureStore, features: str | None, device: str) -> ClipExtractor:
@@ -137,6 +120,11 @@ class UploadExtractor:
             None  # one Holistic, on the extraction thread only
         )
         self._pending = 0
+        self.upload_peak = upload_peak_bytes(settings.max_upload_pixels, store.schema.num_frames)
+        self.queue_limit = min(
+            settings.max_pending_uploads, int(settings.upload_memory_mb * MB) // self.upload_peak
+        )
+        """Uploads let in at once: each may take `upload_peak` bytes, all within the budget."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="extract")
 
     def start_loading(self) -> None:
@@ -158,7 +146,7 @@ class UploadExtractor:
         """Features of one clip as a batch of one, keyed by stream, with stage timings."""
         # While the encoder loads, uploads queue behind the load on the same thread.
         self.check_available()
-        if self._pending >= self.settings.max_pending_uploads:
+        if self._pending >= self.queue_limit:
             raise HTTPException(503, "busy: too many uploads waiting for extraction; retry later")
         self._pending += 1
         try:
@@ -176,24 +164,39 @@ class UploadExtractor:
 
         if self._extractor is None:  # the load ran first on this thread, and failed
             raise HTTPException(503, f"video uploads are not available: {self.status}")
-        seconds = clip_seconds(path)
-        if seconds > self.settings.max_clip_seconds:
-            raise HTTPException(
-                413,
-                f"clip is {seconds:.1f} s long; the limit is {self.settings.max_clip_seconds} s",
-            )
+        self.check_header(path)
         with self.metrics.extract_seconds.time():
             t0 = time.perf_counter()
             try:
-                clip = decode_clip(path, self._extractor.num_frames)
+                clip = decode_clip(
+                    path, self._extractor.num_frames, max_pixels=self.settings.max_upload_pixels
+                )
             except DecodeError as exc:
-                raise HTTPException(422, f"not a decodable video: {_reason(exc, path)}") from None
+                raise decode_refusal(exc, path) from None
             timings = {"decode_ms": (time.perf_counter() - t0) * 1000}
             arrays = self._features(clip.frames, timings)
         out = Extracted({name: np.asarray(a)[None] for name, a in arrays.items()}, timings)
         if details:
             out.details = clip_details(path, clip, arrays, self._extractor.layout)
         return out
+
+    def check_header(self, path: str) -> None:
+        """413 for a clip whose frames or length are over the limits, from its header and
+        packets, before a frame is decoded."""
+        s = self.settings
+        header = probe_clip(path, s.max_upload_pixels)
+        need = extraction_bytes(header.pixels, header.picture_bytes, self.store.schema.num_frames)
+        if need > self.upload_peak:  # a wide pixel format at nearly the pixel limit
+            raise HTTPException(
+                413,
+                f"clip frames of {header.width}x{header.height} in {header.pix_fmt} take "
+                f"{need / MB:.0f} MB to decode; the most an upload may take is "
+                f"{self.upload_peak / MB:.0f} MB: send it smaller or in 8-bit 4:2:0",
+            )
+        if header.seconds > s.max_clip_seconds:
+            raise HTTPException(
+                413, f"clip is {header.seconds:.1f} s long; the limit is {s.max_clip_seconds} s"
+            )
 
     def _features(self, frames: np.ndarray, timings: dict[str, float]) -> dict[str, np.ndarray]:
         """The model's streams for uint8 RGB frames (T, H, W, 3), as ClipExtractor writes

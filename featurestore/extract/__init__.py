@@ -14,6 +14,7 @@ _EXPORTS = {
     "DecodeError": "decode",
     "count_frames": "decode",
     "decode_clip": "decode",
+    "open_clip": "decode",
     "DEFAULT_ENCODER": "defaults",
     "POOLINGS": "defaults",
     "PRESETS": "gemma",

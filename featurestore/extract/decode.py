@@ -10,14 +10,22 @@ import numpy as np
 
 from .sampling import resolve_range, sample_indices
 
-__all__ = ["Clip", "DecodeError", "decode_clip", "count_frames"]
+__all__ = ["Clip", "DecodeError", "decode_clip", "count_frames", "open_clip"]
+
+#: Decoders check a frame's size with its width rounded up to their stride alignment (up
+#: to 64 pixels), so their limit leaves room for that.
+STRIDE_ALIGN = 64
+#: Opening a container may decode a frame to learn its format, before the header's size
+#: can be checked: that decoder is held to this many times the limit.
+PROBE_SLACK = 4
 
 
 class DecodeError(ValueError):
     """A clip that cannot be read: missing, empty, not a video, or without decodable frames.
 
     ``reason`` is a short category for summaries: ``missing``, ``empty``, ``not_video``,
-    ``no_frames`` or ``bad_range``; the message names the file.
+    ``no_frames``, ``bad_range`` or ``too_large`` (frames over a pixel limit); the message
+    names the file.
     """
 
     def __init__(self, path: str | Path, reason: str, detail: str):
@@ -46,29 +54,47 @@ class Clip:
     """Effective last frame of the sampled range (1-indexed, inclusive; clamped to the clip)."""
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def open_clip(path: str | Path, max_pixels: int | None = None) -> av.container.InputContainer:
+    """The container of a clip with a video stream; DecodeError if it has none.
+
+    With ``max_pixels``, its first video stream (the one decoded) is checked against that
+    many pixels (width x height) from the header, before a frame is decoded (reason
+    ``too_large``), and its decoder then refuses frames larger than the header's (a stream
+    can change size midway), so decoding memory stays bounded.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DecodeError(path, "missing", "file not found")
     if path.stat().st_size == 0:
         raise DecodeError(path, "empty", "empty file (0 bytes)")
+    probe = {} if max_pixels is None else {"max_pixels": str(PROBE_SLACK * max_pixels)}
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r", options=probe)  # every stream's decoder
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(path, "not_video", f"not a readable video ({exc})") from None
     if not container.streams.video:
         container.close()
         raise DecodeError(path, "not_video", "no video stream")
+    if max_pixels is not None:
+        codec = container.streams.video[0].codec_context
+        width, height = codec.width, codec.height
+        if width * height > max_pixels:
+            container.close()
+            detail = f"frames are {width}x{height}; the limit is {max_pixels} pixels"
+            raise DecodeError(path, "too_large", detail)
+        aligned = -(-width // STRIDE_ALIGN) * STRIDE_ALIGN * height
+        codec.options = {"max_pixels": str(max(max_pixels, aligned))}
     return container
 
 
-def count_frames(path: str | Path) -> int:
+def count_frames(path: str | Path, max_pixels: int | None = None) -> int:
     """Frames in the clip, counted from its packets (cheap: demuxing does not decode).
 
     Container metadata (``stream.frames``) is absent in WebM and wrong in some files, so
     the packet count is the number sampling relies on.
     """
     path = Path(path)
-    with _open(path) as container:
+    with open_clip(path, max_pixels) as container:
         stream = container.streams.video[0]
         try:
             return sum(1 for packet in container.demux(stream) if packet.size)
@@ -85,41 +111,58 @@ def _upright(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
-def _decode_indices(path: Path, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the clip front to back, converting only the wanted frames; also count frames."""
-    keep = set(int(i) for i in wanted)
-    last = max(keep)
-    kept: dict[int, np.ndarray] = {}
+def _decode_indices(
+    path: Path, wanted: np.ndarray, max_pixels: int | None
+) -> tuple[np.ndarray | None, dict[int, int], int]:
+    """Decode the clip front to back, converting only the wanted frames; also count frames.
+
+    The wanted frames go straight into one array (row per distinct index, in order), so
+    the clip's frames exist once, not also as a list to stack. Returns that array (None
+    when nothing decoded), the rows filled by frame index, and the frames decoded.
+    """
+    keep = sorted(set(int(i) for i in wanted))
+    slot = {index: row for row, index in enumerate(keep)}
+    out: np.ndarray | None = None
+    filled: dict[int, int] = {}
     size = None
     decoded = 0
-    with _open(path) as container:
+    with open_clip(path, max_pixels) as container:
         stream = container.streams.video[0]
         try:
             for frame in container.decode(stream):
-                if decoded in keep:
+                if decoded in slot:
                     if size is None:  # later frames follow the first one's size
                         size = (frame.width, frame.height)
-                    kept[decoded] = _upright(frame, size)
+                    rgb = _upright(frame, size)
+                    if out is None:
+                        out = np.empty((len(keep), *rgb.shape), np.uint8)
+                    out[slot[decoded]] = rgb
+                    filled[decoded] = slot[decoded]
                 decoded += 1
-                if decoded > last:
+                if decoded > keep[-1]:
                     break
         except av.FFmpegError:
             pass  # a damaged tail: keep what decoded, the caller re-samples if short
-    return kept, decoded
+    return out, filled, decoded
 
 
 def decode_clip(
-    path: str | Path, num_frames: int = 16, frame_start: int = 1, frame_end: int = -1
+    path: str | Path,
+    num_frames: int = 16,
+    frame_start: int = 1,
+    frame_end: int = -1,
+    max_pixels: int | None = None,
 ) -> Clip:
     """Sample ``num_frames`` frames uniformly inside the WLASL range of one clip.
 
     One decoding pass: the frame count comes from demuxing (no decoding), then frames are
     decoded in order and only the sampled ones converted to RGB. Only when a damaged file
     decodes fewer frames than it has packets is it decoded a second time, re-sampled over
-    the frames that really decode.
+    the frames that really decode. ``max_pixels``: refuse (``too_large``) a clip whose
+    header gives larger frames, and stop at a frame larger than that (a damaged tail).
     """
     path = Path(path)
-    total = count_frames(path)
+    total = count_frames(path, max_pixels)
     if total == 0:
         raise DecodeError(path, "no_frames", "no video frames")
     for _ in range(2):
@@ -127,10 +170,12 @@ def decode_clip(
             idx, real = sample_indices(total, num_frames, frame_start, frame_end)
         except ValueError as exc:
             raise DecodeError(path, "bad_range", str(exc)) from None
-        kept, decoded = _decode_indices(path, idx)
-        if len(kept) == len(set(idx.tolist())):
+        kept, filled, decoded = _decode_indices(path, idx, max_pixels)
+        if kept is not None and len(filled) == len(kept):
             start, end = resolve_range(total, frame_start, frame_end)
-            frames = np.stack([kept[int(i)] for i in idx])
+            rows = [filled[int(i)] for i in idx]
+            # Distinct indices fill the array in order: it is the clip, no copy.
+            frames = kept if rows == list(range(len(kept))) else kept[rows]
             return Clip(frames, real, total, start, end)
         if decoded == 0:
             break

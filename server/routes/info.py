@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from model import count_parameters
 
+from ..clips import MB
 from ..errors import error_responses
 from ..schemas import Info
 from ..state import ServingState, get_state
@@ -45,8 +46,13 @@ def info(state: ServingState = Depends(get_state)) -> dict:
             "max_predict_ids": s.max_predict_ids,
             "max_upload_bytes": s.max_upload_bytes,
             "max_clip_seconds": s.max_clip_seconds,
+            "max_upload_pixels": s.max_upload_pixels,
+            "upload_peak_mb": round(state.uploads.upload_peak / MB),
+            "upload_memory_mb": s.upload_memory_mb,
+            "upload_queue": state.uploads.queue_limit,
             "max_streams": s.max_streams,
             "stream_every": s.stream_every,
+            "stream_idle_seconds": s.stream_idle_seconds,
             "upload": state.uploads.status,
             "cache": {
                 "max_bytes": state.cache.max_bytes,

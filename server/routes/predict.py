@@ -19,7 +19,7 @@ from featurestore import InvalidVideoError, validate_video_id
 
 from ..errors import error_responses
 from ..predictor import PredictJob, Ranked
-from ..schemas import PredictRequest, PredictResponse, VideoPredictResponse
+from ..schemas import JsonInt, PredictRequest, PredictResponse, VideoPredictResponse
 from ..settings import Settings
 from ..state import ServingState, get_state
 from ..uploads import check_content_type, save_upload
@@ -46,7 +46,7 @@ def request_model(settings: Settings) -> type[PredictRequest]:
             ),
         ),
         top_k=(
-            int,
+            JsonInt,
             Field(
                 5,
                 ge=1,

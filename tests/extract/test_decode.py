@@ -152,3 +152,27 @@ def test_decode_error_is_a_value_error_and_pickles():
     assert isinstance(err, ValueError)
     back = pickle.loads(pickle.dumps(err))
     assert (back.reason, str(back)) == ("empty", str(err))
+
+
+def test_frames_over_a_pixel_limit_are_refused_from_the_header(tmp_path):
+    path = write_video(tmp_path / "c.mp4", indexed_frames(10, height=48, width=64))
+    with pytest.raises(DecodeError, match="frames are 64x48") as info:
+        decode_clip(path, num_frames=4, max_pixels=64 * 48 - 1)
+    assert info.value.reason == "too_large"
+    clip = decode_clip(path, num_frames=4, max_pixels=64 * 48)
+    assert frame_indices(clip.frames).tolist() == [0, 3, 6, 9]
+
+
+def test_a_stream_whose_frames_grow_midway_stops_before_the_large_ones(tmp_path):
+    """The header gives the first frames' size; the decoder refuses the larger ones that
+    follow (their memory is never taken), and the clip is what decoded before them."""
+    small = write_video(tmp_path / "small.h264", indexed_frames(12, height=32, width=32))
+    large = write_video(tmp_path / "large.h264", indexed_frames(4, height=128, width=128))
+    grows = tmp_path / "grows.h264"
+    grows.write_bytes(small.read_bytes() + large.read_bytes())
+    unlimited = decode_clip(grows, num_frames=16)
+    assert unlimited.total_frames == 16  # without a limit the large frames decode too
+    clip = decode_clip(grows, num_frames=4, max_pixels=32 * 32)
+    assert clip.frames.shape[1:] == (32, 32, 3)
+    assert 0 < clip.total_frames < 16
+    assert set(frame_indices(clip.frames)) <= set(range(12))

@@ -14,6 +14,7 @@ from featurestore import FeatureStore
 from model import count_parameters, load_checkpoint
 from server import Settings, StartupError, create_app
 from server.app import app_from_env
+from server.logs import redact
 from tests.server.builders import ENCODER, LABELS, build_checkpoint, tiny_schema
 
 N = 12
@@ -214,6 +215,9 @@ def test_predict_top_k_is_capped_at_the_class_count(client):
         ({"video_ids": ["v001"], "top_k": 0}, 422, ""),
         ({"video_ids": ["v001"], "top_k": 101}, 422, "top_k"),
         ({"video_ids": ["v001"], "top_k": "five"}, 422, ""),
+        ({"video_ids": ["v001"], "top_k": True}, 422, "JSON integer"),  # not taken as 1
+        ({"video_ids": ["v001"], "top_k": "3"}, 422, "JSON integer"),
+        ({"video_ids": ["v001"], "top_k": 2.5}, 422, "fractional"),
         ({"video_ids": "v001"}, 422, ""),
         ({"video_ids": [1, 2]}, 422, ""),
         ({"ids": ["v001"]}, 422, ""),
@@ -376,3 +380,22 @@ def test_objects_can_be_passed_instead_of_paths(served):
     with TestClient(create_app(Settings(upload_enabled=False), store=store, checkpoint=ckpt)) as c:
         assert c.get("/readyz").status_code == 200
         assert c.post("/v1/predict", json={"video_ids": ["v002"]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "line, logged",
+    [
+        (
+            "GET /v1/stream?api_key=s3cret&top_k=5 HTTP/1.1",
+            "GET /v1/stream?api_key=***&top_k=5 HTTP/1.1",
+        ),
+        (
+            '"WebSocket /v1/stream?every=2&API_KEY=s3cret" [accepted]',
+            '"WebSocket /v1/stream?every=2&API_KEY=***" [accepted]',
+        ),
+        ("GET /healthz?api%5Fkey=s3cret%26x HTTP/1.1", "GET /healthz?api%5Fkey=*** HTTP/1.1"),
+        ("GET /v1/videos?q=api HTTP/1.1", "GET /v1/videos?q=api HTTP/1.1"),
+    ],
+)
+def test_keys_are_cut_from_log_lines_however_spelt(line, logged):
+    assert redact(line) == logged

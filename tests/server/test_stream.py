@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from featurestore.extract import synthesize, write_video
 from server import Settings, create_app
+from server.routes import stream as stream_routes
 from tests.server.builders import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 KEY = "live-key"
@@ -181,6 +182,27 @@ def test_a_wrong_key_or_parameter_is_refused_with_1008(env, query, detail):
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1008
+
+
+def test_a_frame_task_that_dies_closes_the_stream_with_1011(env, monkeypatch):
+    async def dies(ws, state, session):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(stream_routes, "process_frames", dies)
+    with connect(env["client"]) as ws:
+        assert ws.receive_json()["type"] == "ready"
+        m = ws.receive_json()
+        assert m["type"] == "error" and "RuntimeError: boom" in m["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1011 and "boom" in closed.value.reason
+    assert wait_streams_closed(env["app"]) == 0
+
+
+def test_close_reasons_are_cut_to_123_bytes_of_whole_characters():
+    reason = stream_routes.close_reason("é" * 100)
+    assert len(reason.encode()) <= 123 and reason == "é" * 61
+    assert stream_routes.close_reason("short") == "short"
 
 
 def test_the_key_header_works_too(env):

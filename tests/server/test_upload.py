@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from featurestore.extract import ClipExtractor, synthesize
+from featurestore.extract import ClipExtractor, synthesize, write_video
 from model import load_checkpoint
-from server import Settings, create_app
+from server import Settings, StartupError, create_app
+from server.clips import MB, upload_peak_bytes
 from tests.server.builders import build_checkpoint, build_store, upload_schema, wait_for_uploads
 
 KEY = {"X-API-Key": "up-key"}
@@ -126,6 +128,67 @@ def test_clip_length_limit(env, monkeypatch):
     r = upload(env["client"], env["clips"][0].read_bytes())
     assert r.status_code == 413
     assert "limit is 0.05 s" in r.json()["detail"]
+
+
+def two_stream_webm(path: Path) -> Path:
+    """A WebM whose first video stream lasts 0.4 s and whose second lasts 60 s."""
+    with av.open(str(path), "w") as out:
+        streams = [out.add_stream("libvpx", rate=25), out.add_stream("libvpx", rate=1)]
+        for stream, side in zip(streams, (64, 16), strict=True):
+            stream.width = stream.height = side
+            stream.pix_fmt = "yuv420p"
+        for stream, count in zip(streams, (10, 61), strict=True):
+            for i in range(count):
+                rgb = np.full((stream.height, stream.width, 3), i * 4, np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            out.mux(stream.encode())
+    return path
+
+
+def test_clip_length_is_that_of_the_stream_decoded(env, tmp_path):
+    path = two_stream_webm(tmp_path / "two.webm")
+    with av.open(str(path)) as container:
+        assert container.duration / av.time_base > 55  # the longest stream's
+    r = upload(env["client"], path.read_bytes(), name="two.webm", content_type="video/webm")
+    assert r.status_code == 200, r.text  # only the first stream is decoded: 0.4 s
+
+
+def test_frames_over_the_pixel_limit_are_refused_from_the_header(env, monkeypatch):
+    monkeypatch.setattr(env["app"].state.settings, "max_upload_pixels", 64 * 64 - 1)
+    r = upload(env["client"], env["clips"][0].read_bytes())
+    assert r.status_code == 413, r.text
+    assert "frames are 64x64" in r.json()["detail"]
+
+
+def test_a_wide_pixel_format_counts_at_its_size(env, tmp_path, monkeypatch):
+    """4:4:4 frames take twice the decoder memory of 4:2:0 ones: at a size where 4:2:0
+    just fits in what one upload may take, 4:4:4 does not."""
+    uploads = env["app"].state.serving.uploads
+    monkeypatch.setattr(uploads, "upload_peak", upload_peak_bytes(64 * 64, 4))
+    frames = np.zeros((8, 64, 64, 3), np.uint8)
+    for pix_fmt, status in (("yuv420p", 200), ("yuv444p", 413)):
+        path = write_video(tmp_path / f"{pix_fmt}.mp4", frames, pix_fmt=pix_fmt)
+        r = upload(env["client"], path.read_bytes())
+        assert r.status_code == status, r.text
+    assert "yuv444p" in r.json()["detail"]
+
+
+def test_the_upload_queue_is_bounded_by_the_memory_budget(env, monkeypatch):
+    """Each upload is counted at the most it can take; no more are let in than fit."""
+    store, ckpt = str(env["root"] / "store.zarr"), str(env["ckpt"])
+    peak = upload_peak_bytes(1920 * 1920, 4) / MB  # T=4
+    app = create_app(Settings(store=store, checkpoint=ckpt, upload_memory_mb=2.5 * peak))
+    with TestClient(app) as c:
+        serving = c.get("/v1/info").json()["serving"]
+        assert serving["upload_queue"] == 2 and serving["upload_peak_mb"] == round(peak)
+        uploads = app.state.serving.uploads
+        monkeypatch.setattr(uploads, "_pending", 2)  # two uploads wait already
+        r = upload(c, env["clips"][0].read_bytes(), headers={})
+        assert r.status_code == 503 and "too many uploads" in r.json()["detail"]
+    too_small = create_app(Settings(store=store, checkpoint=ckpt, upload_memory_mb=peak / 2))
+    with pytest.raises(StartupError, match="less than one upload can take"):
+        with TestClient(too_small):
+            pass
 
 
 def test_upload_size_limit(env, monkeypatch):
