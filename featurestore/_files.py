@@ -30,7 +30,11 @@ class Files:
         self.url = url
         self.remote = is_remote(url)
         if self.remote:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            # No listings cache: a listing must show what other writers did since (new
+            # commits, metadata generations), and a read must not be refused because a
+            # cached listing predates the object (s3fs's cat_file asks its size first).
+            options = {"use_listings_cache": False, **(storage_options or {})}
+            self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         else:
             self.fs, self.root = None, os.path.abspath(local_path(url))
 

@@ -26,7 +26,9 @@ from .schema import FORMAT_NAME, SCHEMA_VERSION
 
 META_KEY = "featurestore.json"
 GENERATIONS = "meta"
-_TRIES = 200  # each lost race means another writer's change landed: progress is made
+_PATIENCE_S = 120.0
+"""Each lost race means another writer's change landed, so retries make progress; on object
+stores a winner's object can take a moment to be readable after its conditional PUT."""
 
 Change = Callable[[dict], dict | None]
 """From the newest document, the next one; None when it already says what was wanted."""
@@ -80,7 +82,8 @@ def update_meta(
     change is applied again to theirs. Returns the generation the store is at afterwards.
     """
     n, meta = current
-    for _ in range(_TRIES):
+    deadline, pause = time.monotonic() + _PATIENCE_S, 0.001
+    while time.monotonic() < deadline:
         new = change(meta)
         if new is None:
             return n, meta
@@ -88,9 +91,14 @@ def update_meta(
         if files.create(generation_key(n + 1), dump(new)):
             _copy_to_root(files, new)
             return n + 1, new
+        was = n
         n, meta = _newest_from(files, url, n, meta)
-        time.sleep(random.uniform(0, 0.01))  # spread writers that keep colliding
-    raise StoreError(f"store {url}: metadata is changing too fast to update; try again")
+        pause = 0.001 if n > was else min(2 * pause, 0.25)  # not readable yet: back off
+        time.sleep(random.uniform(0, pause))  # and spread writers that keep colliding
+    raise StoreError(
+        f"store {url}: could not write metadata generation {n + 1} in {_PATIENCE_S:g} s "
+        "(it exists but cannot be read); try again"
+    )
 
 
 def _copy_to_root(files: Files, meta: dict) -> None:

@@ -91,7 +91,7 @@ class Storage:
         process last loaded the index (a listing per log: cheap enough to poll)."""
         index = self._index
         if index is None or self._pid != os.getpid():
-            return True
+            return False  # nothing loaded yet: the next use loads the store as it is now
         return _meta.newest_generation(self.files) != self.generation or index.changed(self.files)
 
     def reload(self) -> None:

@@ -140,7 +140,8 @@ class Index:
     features: dict[str, FeatureIndex] = field(default_factory=dict)
     """Added feature sets by name."""
     deleted: dict[str, tuple] = field(default_factory=dict)
-    """Ids deleted and not written again since, with the order of the deleting record."""
+    """Each deleted id, with the order of its newest deletion (it may be written again
+    since): its rows of added feature sets older than that went with it."""
     listed: dict[str, list[str]] = field(default_factory=dict)
     """Each commit log's keys as listed when loading (to tell cheaply if it has changed)."""
     _blocks: dict[tuple, list[Block]] = field(default_factory=dict, repr=False)
@@ -180,7 +181,6 @@ class Index:
                     str(get("gloss", "")), str(get("split", "")), get("source") or {}, order,
                     get("crc32c"),
                 )  # fmt: skip
-                index.deleted.pop(v["video_id"], None)
             for f in rec.get("failures", []):
                 index.failures[f["video_id"]] = f["reason"]
                 failed_at[f["video_id"]] = order
@@ -207,7 +207,7 @@ def _load_feature(files: Files, key: str, index: Index) -> FeatureIndex:
             feature.failures[f["video_id"]] = f["reason"]
             failed_at[f["video_id"]] = order
     _drop_superseded(feature.failures, failed_at, feature.rows)
-    for vid, order in index.deleted.items():  # a deleted video's rows go with it
+    for vid, order in index.deleted.items():  # a deleted video's rows go with it, for good
         row = feature.rows.get(vid)
         if row is not None and row.order < order:
             del feature.rows[vid]

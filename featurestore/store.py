@@ -113,6 +113,7 @@ class FeatureStore:
         against every other writer; returns the whole label map. Labels never change once
         claimed (models depend on them): a fixed pair that contradicts the map is refused."""
         where, wanted = f"store {self.url}", sorted({str(g) for g in glosses if g})
+        self._storage.refresh_meta()  # the whole map as it is now, even if nothing is new
         self._storage.update_meta(lambda meta: _labels.claim(meta, wanted, fixed, where))
         return self.labels
 
@@ -323,6 +324,9 @@ class FeatureStore:
         """Remove committed videos, in one commit: no list, read or training run sees them
         afterwards; their bytes are reclaimed by the next ``compact``. Returns how many."""
         ids = list(video_ids)
+        self.refresh()
+        for vid in ids:
+            self.entry(vid)  # all or nothing: an unknown id refuses the whole delete
         with self.writer(wait_s=wait_s) as w:
             for vid in ids:
                 w.delete(vid)

@@ -1,5 +1,6 @@
-"""Random sequences of put / overwrite / flush / get / reopen / compact, and of adding,
-reading and dropping a feature set, against a dict model."""
+"""Random sequences of put / overwrite / flush / get / reopen / compact / delete, of label
+claims from a second, stale view of the store racing the writer's, and of adding, reading
+and dropping a feature set, against a dict model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from featurestore import InvalidVideoError, SchemaMismatchError, create_store, o
 from tests.helpers import small_schema
 
 IDS = st.sampled_from([f"id{i}" for i in range(12)])
+GLOSSES = st.sampled_from(["hello", "owl", "cat", "dog", "yes", "zebra"])
 FEATURE = "extra"
 ENCODERS = st.sampled_from([{"model_id": "enc-a", "seed": 1}, {"model_id": "enc-b", "seed": 2}])
 
@@ -33,6 +35,13 @@ class StoreMachine(RuleBasedStateMachine):
         self.buffered: dict[str, tuple[int, int]] = {}
         self.encoder: dict | None = None  # the added set's encoder, None while it is absent
         self.features: dict[str, int] = {}  # id -> seed of its row in the added set
+        self.labels = dict(self.store.labels)  # the label map every claim must agree with
+        self.other = open_store(self.url, "r+")  # another process's view, never refreshed
+
+    def _claimed(self, glosses) -> None:
+        """The model's map after claims: new glosses, sorted, take the next labels."""
+        for gloss in sorted(set(glosses) - set(self.labels.values())):
+            self.labels[max(self.labels) + 1] = gloss
 
     def teardown(self):
         self.writer.close()
@@ -62,6 +71,35 @@ class StoreMachine(RuleBasedStateMachine):
         self.writer.put(vid, self.arrays(seed), label=label)
         self.buffered[vid] = (seed, label)
         self._sync_commits()
+
+    @rule(vid=IDS, seed=st.integers(0, 10**6), gloss=GLOSSES)
+    def put_gloss(self, vid, seed, gloss):
+        """A writer given only the gloss claims its label (or takes the one it has)."""
+        if vid in self.committed or vid in self.buffered:
+            return  # put covers refusals and overwrites
+        self.writer.put(vid, self.arrays(seed), gloss=gloss)
+        self._claimed([gloss])
+        label = {g: n for n, g in self.labels.items()}[gloss]
+        self.buffered[vid] = (seed, label)
+        self._sync_commits()
+
+    @rule(glosses=st.lists(GLOSSES, max_size=3))
+    def claim_from_a_stale_view(self, glosses):
+        got = self.other.claim_labels(glosses)
+        self._claimed(glosses)
+        assert got == self.labels
+
+    @precondition(lambda self: bool(self.committed))
+    @rule(data=st.data())
+    def delete(self, data):
+        vid = data.draw(st.sampled_from(sorted(self.committed)))
+        overwrite = self.writer.overwrite
+        self.writer.close()
+        self._sync_commits()
+        self.store.delete([vid])
+        del self.committed[vid]
+        self.features.pop(vid, None)
+        self.writer = self.store.writer(overwrite=overwrite)
 
     @rule(overwrite=st.booleans())
     def new_writer(self, overwrite):
@@ -136,6 +174,10 @@ class StoreMachine(RuleBasedStateMachine):
     def visible_ids_match_model(self):
         fresh = open_store(self.url)
         assert fresh.ids() == sorted(self.committed)
+        assert fresh.labels == self.labels
+        for vid, (_, label) in self.committed.items():
+            entry = fresh.entry(vid)
+            assert entry.label == label and (not entry.gloss or self.labels[label] == entry.gloss)
         if self.encoder is None:
             assert FEATURE not in fresh.schema.all_streams
         else:

@@ -335,3 +335,27 @@ def test_synth_populate_reaches_90_percent_val_top1(populated_url, tmp_path):
     result = run(populated_url, tmp_path / "run", batch_size=32, hidden_dim=64, dropout=0.3,
                  window_rows=512, patience=0)  # fmt: skip
     assert result["best_val_top1"] >= 0.9, result
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_streaming_the_store_finishes_when_it_is_compacted_mid_run(
+    tmp_path, monkeypatch, workers
+):
+    """Issue 22: the old segments go at once (grace 0) after epoch 1; later epochs read
+    blocks of the old index, and the readers re-read the index instead of dying."""
+    from training import trainer as trainer_module
+
+    url = str(tmp_path / "c.zarr")
+    make_store(url, classes=4, per_class={"train": 6, "val": 2, "test": 0}, block_size=4)
+    end_epoch = trainer_module.Trainer._end_epoch
+    compacted = []
+
+    def compact_after_first(self, *args, **kwargs):
+        if not compacted:
+            compacted.append(open_store(url, "r+").compact(grace_s=0))
+        return end_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_end_epoch", compact_after_first)
+    result = run(url, tmp_path / "run", epochs=3, data_in_memory="off", workers=workers)
+    assert compacted and compacted[0]["segments_removed"] >= 1
+    assert result["epoch"] == 2 and result["train_samples"] == 24, result  # 0-based: 3 epochs
