@@ -32,6 +32,7 @@ OPTIONS = [
     ("--batch-max-wait-ms", "batch_max_wait_ms", float, "batch fill wait (default 2)"),
     ("--max-predict-ids", "max_predict_ids", int, "most ids per request (default 256)"),
     ("--cache-mb", "cache_mb", float, "feature cache size, 0 = off (default 256)"),
+    ("--refresh-s", "refresh_s", float, "look for new commits every N s, 0 = never (default 2)"),
     ("--upload", "upload_enabled", bool, "load the encoder, accept uploads (default on)"),
     ("--max-upload-bytes", "max_upload_bytes", int, "largest upload (default 50 MiB)"),
     ("--max-clip-seconds", "max_clip_seconds", float, "longest clip (default 30)"),

@@ -12,6 +12,7 @@ import sys
 import zipfile
 
 import numpy as np
+import pytest
 
 from featurestore import StoreError, open_store
 from tests.processes import hold_env, wait_for_hold
@@ -68,3 +69,29 @@ def test_sigkill_then_rerun_imports_everything_once(tmp_path):
     store = open_store(url)
     assert len(store) == total and store.verify() == []
     assert len(store.labels) == GLOSSES
+
+
+def test_compact_is_refused_while_an_import_writes_and_runs_once_it_is_done(tmp_path):
+    """Issue 22: the import holds its writer's lease from its first commit; compact sees it."""
+    from featurestore.cli import main as cli_main
+
+    source = _zip(tmp_path / "mp.zip")
+    url = str(tmp_path / "s.zarr")
+    proc = subprocess.Popen(
+        _cmd(source, url, tmp_path / "a.json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=hold_env(100, tmp_path / "held"),
+    )
+    wait_for_hold(proc, tmp_path / "held")
+    try:
+        with pytest.raises(StoreError, match=r"1 writer\(s\) running: a writer of segment"):
+            open_store(url, "r+").compact()
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: it commits what is complete, then leaves
+        proc.wait(timeout=120)
+    assert proc.returncode == 130
+    committed = _committed(url)
+    assert cli_main(["compact", url, "--quiet", "--grace", "0"]) == 0
+    store = open_store(url)
+    assert len(store) == committed and store.verify() == []
