@@ -11,7 +11,9 @@ FUSION_TYPES = ("concat", "attention", "gated")
 MODALITIES = ("both", "landmarks", "visual")
 LANDMARK_ENCODERS = ("signer", "body")
 
-#: MediaPipe Holistic without the face: pose 33 + left hand 21 + right hand 21.
+#: MediaPipe Holistic without the face: pose 33 + left hand 21 + right hand 21. The store
+#: defines the layout (``featurestore.layout.PARTS``); model/ imports torch only, so it
+#: repeats the names and sizes here, and a test checks that they stay equal.
 HOLISTIC_PARTS = ("pose", "left_hand", "right_hand")
 HOLISTIC_SIZES = (33, 21, 21)
 

@@ -36,6 +36,8 @@ from featurestore import (
     FeatureStore,
     SchemaMismatchError,
 )
+from featurestore.layout import has_face
+from featurestore.sampling import sample_indices
 from model import fingerprint_diff
 
 from .clips import MB, decode_refusal, extraction_bytes, probe_clip, upload_peak_bytes
@@ -82,7 +84,7 @@ def extractor_for(store: FeatureStore, features: str | None, device: str) -> Cli
         num_frames=schema.num_frames,
         device=device,
         landmarks=LANDMARKS_STREAM in schema.streams,
-        face="face" in (schema.landmark_layout or {}).get("parts", []),
+        face=has_face(schema.landmark_layout),
         pooling=fp.get("pooling", "mean_soft_tokens"),
         dtype=fp.get("dtype"),
         revision=fp.get("revision"),
@@ -212,7 +214,7 @@ class UploadExtractor:
         t1 = time.perf_counter()
         if ex.layout is not None:
             if self._landmarks is None:
-                self._landmarks = LandmarkExtractor(face="face" in ex.layout["parts"])
+                self._landmarks = LandmarkExtractor(face=has_face(ex.layout))
             out[LANDMARKS_STREAM], out[LANDMARK_MASK_STREAM] = self._landmarks.extract(frames)
         t2 = time.perf_counter()
         timings["encoder_ms"] = (t1 - t0) * 1000
@@ -252,8 +254,6 @@ THUMBNAIL_SIDE = 256
 def clip_details(path: str, clip: Clip, arrays: dict[str, np.ndarray], layout: dict | None) -> dict:
     """The T sampled frames (as small JPEG data URLs), their times in the clip, and the
     landmarks found on each, so that a user sees where MediaPipe missed the hands."""
-    from featurestore.extract import sample_indices
-
     indices, _ = sample_indices(
         clip.total_frames, len(clip.frames), clip.frame_start, clip.frame_end
     )

@@ -117,3 +117,79 @@ def test_a_cycle_is_found():
 
 def test_no_module_imports_one_that_imports_it_back():
     assert [c for c in _cycles(_graph()) if c not in KNOWN_CYCLES] == []
+
+
+# -- who may import extraction -------------------------------------------------------------------
+
+EXTRACT = "featurestore.extract"
+EXTRACT_USERS = {"featurestore.cli"}  # registers `populate` and `synth`
+"""Outside ``featurestore/extract/`` itself, the only modules of the store's package that
+may import extraction: the rest of the store (importers included) sits a floor below it."""
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _defined_in_extract(modules: dict[str, Path]) -> set[str]:
+    """Names that extraction itself defines (not the ones it re-exports from the floor)."""
+    names = set()
+    for name, path in modules.items():
+        if not _under(name, EXTRACT):
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _taken_from_extract(name: str, path: Path, tree: ast.AST, modules: dict[str, Path]):
+    """(imported name, module it is imported from) for every name taken from extraction."""
+    for node in _imports(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            single = ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+            targets = _targets(name, path, single, modules)
+            if any(_under(t, EXTRACT) for t in targets):
+                yield alias.name, node.module or ""
+
+
+def test_only_extraction_and_the_cli_import_extraction():
+    graph = _graph()
+    offenders = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if _under(module, "featurestore") and not _under(module, EXTRACT)
+        if module not in EXTRACT_USERS
+        for target in targets
+        if _under(target, EXTRACT)
+    )
+    assert offenders == [], "sampling, layouts, manifests live in featurestore/, not extract/"
+
+
+def test_the_server_takes_only_extraction_itself_from_extract():
+    modules = _modules()
+    extraction = _defined_in_extract(modules)
+    assert {"ClipExtractor", "LandmarkExtractor", "decode_clip"} <= extraction
+    assert not {"sample_indices", "landmark_layout", "read_wlasl"} & extraction
+    offenders = sorted(
+        f"{name} takes {taken} from {source}"
+        for name, path in modules.items()
+        if _under(name, "server")
+        for taken, source in _taken_from_extract(name, path, ast.parse(path.read_text()), modules)
+        if taken not in extraction
+    )
+    assert offenders == [], "take sampling, layouts and manifests from the store's floor"
+
+
+def test_a_floor_name_taken_from_extract_is_seen():
+    modules = _modules()
+    path = ROOT / "server" / "example.py"
+    tree = ast.parse("from featurestore.extract import ClipExtractor, sample_indices\n")
+    taken = dict(_taken_from_extract("server.example", path, tree, modules))
+    assert set(taken) == {"ClipExtractor", "sample_indices"}
+    assert "sample_indices" not in _defined_in_extract(modules)

@@ -1,7 +1,9 @@
 """Feature extraction: decode clips, run frozen Gemma and MediaPipe Holistic, populate a store.
 
 Names load on first use (PEP 562), so ``featurestore`` commands that never extract do
-not pay for importing torch, transformers and MediaPipe.
+not pay for importing torch, transformers and MediaPipe. The layout, manifest and
+sampling names live a floor down (``featurestore.layout``, ``.manifest``, ``.sampling``,
+a leading dot below) and are re-exported here for the callers that import them from here.
 """
 
 from importlib import import_module
@@ -21,16 +23,8 @@ _EXPORTS = {
     "EncoderError": "gemma",
     "GemmaEncoder": "gemma",
     "load_encoder": "gemma",
-    "FACE_SUBSET": "holistic",
     "LandmarkExtractor": "holistic",
     "LandmarkPool": "holistic",
-    "landmark_layout": "holistic",
-    "ManifestEntry": "manifest",
-    "ManifestError": "manifest",
-    "assign_labels": "manifest",
-    "read_manifest": "manifest",
-    "read_wlasl": "manifest",
-    "scan_videos": "manifest",
     "PopulateSummary": "summary",
     "add_features": "populate_local",
     "populate": "populate_local",
@@ -40,10 +34,19 @@ _EXPORTS = {
     "RayPlan": "ray_plan",
     "RayPlanError": "ray_plan",
     "plan_ray": "ray_plan",
-    "resolve_range": "sampling",
-    "sample_indices": "sampling",
     "synthesize": "synth",
     "write_video": "synth",
+    # the store's floor, re-exported: what the importers and the server share with extraction
+    "FACE_SUBSET": ".layout",
+    "landmark_layout": ".layout",
+    "ManifestEntry": ".manifest",
+    "ManifestError": ".manifest",
+    "assign_labels": ".manifest",
+    "read_manifest": ".manifest",
+    "read_wlasl": ".manifest",
+    "scan_videos": ".manifest",
+    "resolve_range": ".sampling",
+    "sample_indices": ".sampling",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ from .defaults import DEFAULT_ENCODER, POOLINGS
 from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from .manifest import ManifestEntry
+    from ..manifest import ManifestEntry
     from .populate_ray import RayPopulateSummary
     from .summary import PopulateSummary
 
@@ -46,7 +46,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _entries(args: argparse.Namespace) -> tuple[list[ManifestEntry], dict[int, str] | None]:
-    from .manifest import read_manifest, read_wlasl, scan_videos
+    from ..manifest import read_manifest, read_wlasl, scan_videos
 
     if args.wlasl:
         return read_wlasl(args.wlasl, args.subset)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..layout import has_face, landmark_layout, landmark_streams
 from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from ..store import FeatureStore
 from .decode import Clip, decode_clip
 from .gemma import GemmaEncoder, load_encoder
-from .holistic import LandmarkExtractor, landmark_layout
+from .holistic import LandmarkExtractor
 
 __all__ = ["ClipExtractor", "extraction_streams", "stream_specs"]
 
@@ -30,9 +31,7 @@ def extraction_streams(
     if feature_dim is not None:
         streams[GEMMA_STREAM] = StreamSpec((num_frames, feature_dim), gemma_dtype)
     if layout is not None:
-        points = sum(layout["sizes"])
-        streams[LANDMARKS_STREAM] = StreamSpec((num_frames, points, 3), "float32")
-        streams[LANDMARK_MASK_STREAM] = StreamSpec((num_frames, len(layout["parts"])), "bool")
+        streams.update(landmark_streams(num_frames, layout))
     if not streams:
         raise ValueError("nothing to extract: both the encoder and landmarks are off")
     return streams
@@ -103,7 +102,7 @@ class ClipExtractor:
             num_frames=schema.num_frames,
             device=device,
             landmarks=LANDMARKS_STREAM in schema.streams,
-            face="face" in (schema.landmark_layout or {}).get("parts", []),
+            face=has_face(schema.landmark_layout),
             pooling=enc.get("pooling", "mean_soft_tokens"),
             batch_size=batch_size,
             dtype=enc.get("dtype"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .sampling import resolve_range, sample_indices
+from ..sampling import resolve_range, sample_indices
 
 __all__ = ["Clip", "DecodeError", "decode_clip", "count_frames", "open_clip"]
 

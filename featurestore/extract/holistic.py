@@ -1,9 +1,7 @@
 """MediaPipe Holistic landmarks per frame, and a process pool that runs them in parallel.
 
-Layout: pose 33 + left hand 21 + right hand 21 points as (x, y, z), x and y normalised
-to the frame, plus an optional face subset (lips, eyebrows, nose tip, eye corners).
-Left and right are the signer's own hands as Holistic reports them (no mirroring), so a
-hand keeps its slot in every frame. A part not found in a frame is zeros with mask False.
+They fill the layout ``featurestore.layout`` defines (pose, both hands, an optional face
+subset); a part not found in a frame is zeros with mask False.
 """
 
 from __future__ import annotations
@@ -18,37 +16,16 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-__all__ = ["LandmarkExtractor", "LandmarkPool", "landmark_layout", "FACE_SUBSET"]
+from ..layout import FACE_SUBSET, landmark_layout
 
-# Face-mesh indices kept behind ``face=True``: lips (40), eyebrows (20), nose tip, eye corners.
-FACE_SUBSET = (
-    (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181)
-    + (185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375)
-    + (402, 405, 409, 415)
-    + (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300)
-    + (334, 336, 1, 33, 133, 362, 263)
-)
-_PARTS = (("pose", 33), ("left_hand", 21), ("right_hand", 21))
+__all__ = ["LandmarkExtractor", "LandmarkPool"]
+
 _RESULT_FIELDS = {
     "pose": "pose_landmarks",
     "left_hand": "left_hand_landmarks",
     "right_hand": "right_hand_landmarks",
     "face": "face_landmarks",
 }
-
-
-def landmark_layout(face: bool = False) -> dict:
-    """The store's description of the landmark stream (parts, points per part, coordinates)."""
-    parts = list(_PARTS) + ([("face", len(FACE_SUBSET))] if face else [])
-    layout = {
-        "source": "mediapipe-holistic-0.10.21",
-        "parts": [name for name, _ in parts],
-        "sizes": [size for _, size in parts],
-        "coords": ["x", "y", "z"],
-    }
-    if face:
-        layout["face_indices"] = list(FACE_SUBSET)
-    return layout
 
 
 class LandmarkExtractor:

@@ -18,10 +18,10 @@ from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from ..manifest import ManifestEntry
 from . import stages
 from .gemma import GemmaEncoder
 from .holistic import LandmarkPool
-from .manifest import ManifestEntry
 from .stages import Job
 
 __all__ = ["Pipeline"]

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..index import IndexEntry
+from ..manifest import ManifestEntry, assign_labels
 from ..schema import StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
-from .manifest import ManifestEntry, assign_labels
 
 if TYPE_CHECKING:
     from .summary import PopulateSummary

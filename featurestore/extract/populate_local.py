@@ -19,12 +19,12 @@ from contextlib import closing
 import torch
 from tqdm import tqdm
 
+from ..manifest import ManifestEntry
 from ..schema import GEMMA_STREAM
 from . import stages
 from .clip import ClipExtractor
 from .gemma import GemmaEncoder
 from .holistic import LandmarkPool
-from .manifest import ManifestEntry
 from .pipeline import Pipeline
 from .plan import PopulateOptions, open_for_features, plan, plan_features
 from .summary import PopulateSummary

@@ -61,11 +61,11 @@ from .stages import Job
 from .summary import PopulateSummary
 
 if TYPE_CHECKING:
+    from ..manifest import ManifestEntry
     from ..schema import StreamSpec
     from ..store import FeatureStore
     from ..writer import FeatureWriter, Writer
     from .clip import ClipExtractor
-    from .manifest import ManifestEntry
 
 __all__ = [
     "RayPopulateSummary",

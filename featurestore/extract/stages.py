@@ -19,9 +19,9 @@ import numpy as np
 
 from .._test_hold import hold_after
 from ..errors import InvalidVideoError
+from ..manifest import ManifestEntry
 from ..schema import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM
 from .decode import Clip, DecodeError, decode_clip
-from .manifest import ManifestEntry
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from .._test_hold import hold_after
 from ..errors import SchemaMismatchError, StoreError
-from ..extract import FACE_SUBSET, landmark_layout, sample_indices
+from ..layout import FACE_SUBSET, has_face, landmark_layout, landmark_streams
+from ..sampling import sample_indices
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
 from ..writer import Writer
@@ -366,9 +367,7 @@ def store_keeps_face(store: str, storage_options: dict | None) -> bool:
     """Whether an existing store at ``store`` keeps the face subset, so that a later import
     into it needs no ``--face`` of its own."""
     existing = _existing(store, storage_options)
-    return existing is not None and "face" in (existing.schema.landmark_layout or {}).get(
-        "parts", ()
-    )
+    return existing is not None and has_face(existing.schema.landmark_layout)
 
 
 def _num_frames(plan: Plan, requested: int | None, existing: FeatureStore | None) -> int:
@@ -399,8 +398,7 @@ def _schema(plan: Plan, num_frames: int, face: bool, labels: dict[int, str]) -> 
     }
     layout = landmark_layout(face) if plan.landmarks else {}
     if plan.landmarks:
-        streams[LANDMARKS_STREAM] = StreamSpec((num_frames, sum(layout["sizes"]), 3), "float32")
-        streams[LANDMARK_MASK_STREAM] = StreamSpec((num_frames, len(layout["parts"])), "bool")
+        streams.update(landmark_streams(num_frames, layout))
     return StoreSchema(num_frames, streams, plan.encoder, layout, labels)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..extract import read_wlasl
+from ..manifest import read_wlasl
 from ..schema import GEMMA_STREAM
 from .core import BadInput, Item, Loaded, Plan, holistic_frames
 

@@ -30,7 +30,7 @@ from PIL import Image
 from starlette.websockets import WebSocketState
 
 from featurestore import LANDMARK_MASK_STREAM
-from featurestore.extract import sample_indices
+from featurestore.sampling import sample_indices
 
 from ..logs import redact
 from ..predictor import PredictJob

@@ -64,6 +64,20 @@ def test_the_model_reads_the_streams_the_store_writes():
     assert ours == INPUT_STREAMS == (*store, featurestore.LANDMARK_MASK_STREAM)
 
 
+def test_the_model_expects_the_landmark_parts_the_store_records():
+    """model/ repeats the Holistic parts and sizes (it imports torch only); they must stay
+    the store's layout, in order, or a default config would misread every landmark."""
+    from featurestore.layout import PARTS as STORE_PARTS
+    from featurestore.layout import landmark_layout
+    from model.config import HOLISTIC_PARTS, HOLISTIC_SIZES
+
+    layout = landmark_layout()
+    assert HOLISTIC_PARTS == tuple(layout["parts"]) == tuple(n for n, _ in STORE_PARTS)
+    assert HOLISTIC_SIZES == tuple(layout["sizes"]) == tuple(s for _, s in STORE_PARTS)
+    config = ModelConfig(num_classes=2, gemma_dim=4)
+    assert config.num_landmarks == sum(layout["sizes"]) and config.num_parts == len(layout["parts"])
+
+
 @pytest.mark.parametrize("modalities", ["both", "landmarks", "visual"])
 def test_forward_batch_maps_stream_names_to_the_inputs(modalities):
     m = HybridASLModel(small_config(modalities=modalities)).eval()

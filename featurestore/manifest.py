@@ -1,7 +1,8 @@
 """What to extract: entries from a WLASL download, a CSV/JSONL manifest or a folder of videos.
 
 An entry that cannot be used (bad frame range, duplicate id, bad id) carries an ``error``
-instead of aborting the load; the populate run records it as that video's failure.
+instead of aborting the load; the populate run records it as that video's failure. The
+importers read WLASL's labels and splits here too (``seed-npy``), hence the store's floor.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidVideoError
-from ..schema import validate_video_id
+from .errors import InvalidVideoError
+from .schema import validate_video_id
 
 __all__ = [
     "ManifestEntry",

@@ -1,4 +1,7 @@
-"""Which frames of a clip to keep: T indices spread uniformly over a WLASL frame range."""
+"""Which frames of a clip to keep: T indices spread uniformly over a WLASL frame range.
+
+Decoding, the importers (resampling to the store's T) and the server's live streams all
+sample the same way, so this sits on the store's floor."""
 
 from __future__ import annotations
 
