@@ -25,7 +25,6 @@ _EXPORTS = {
     "load_encoder": "gemma",
     "LandmarkExtractor": "holistic",
     "LandmarkPool": "holistic",
-    "PopulateSummary": "summary",
     "add_features": "populate_local",
     "populate": "populate_local",
     "add_features_with_ray": "populate_ray",
@@ -36,7 +35,8 @@ _EXPORTS = {
     "plan_ray": "ray_plan",
     "synthesize": "synth",
     "write_video": "synth",
-    # the store's floor, re-exported: what the importers and the server share with extraction
+    # the store's floor, re-exported: what extraction shares with the importers and the server
+    "PopulateSummary": ".summary",
     "FACE_SUBSET": ".layout",
     "landmark_layout": ".layout",
     "ManifestEntry": ".manifest",

@@ -16,8 +16,8 @@ from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from ..manifest import ManifestEntry
+    from ..summary import PopulateSummary
     from .populate_ray import RayPopulateSummary
-    from .summary import PopulateSummary
 
 __all__ = ["add_subcommands"]
 

@@ -24,7 +24,7 @@ from ..schema import StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
 
 if TYPE_CHECKING:
-    from .summary import PopulateSummary
+    from ..summary import PopulateSummary
 
 __all__ = [
     "FeaturePlan",
@@ -120,7 +120,7 @@ def plan(
         if e.video_id in committed:
             summary.skipped += 1
         elif e.error:
-            summary.failed[e.video_id] = e.error
+            summary.failures[e.video_id] = e.error
         else:
             todo.append(e)
     return Plan(store, todo)
@@ -217,7 +217,7 @@ def plan_features(
             entry = store.entry(vid)
             redo = recorded_entry(entry)
             if isinstance(redo, str):
-                summary.failed[vid] = redo
+                summary.failures[vid] = redo
                 continue
             todo.append(redo)
             recorded[vid] = entry.source

@@ -21,13 +21,13 @@ from tqdm import tqdm
 
 from ..manifest import ManifestEntry
 from ..schema import GEMMA_STREAM
+from ..summary import PopulateSummary
 from . import stages
 from .clip import ClipExtractor
 from .gemma import GemmaEncoder
 from .holistic import LandmarkPool
 from .pipeline import Pipeline
 from .plan import PopulateOptions, open_for_features, plan, plan_features
-from .summary import PopulateSummary
 
 __all__ = ["add_features", "populate", "PopulateSummary"]
 
@@ -97,7 +97,7 @@ def run_local(
             torch.set_num_threads(max(1, cpus - workers))
         block = min(commit_every or store.block_size, store.block_size)
         with store.writer(overwrite=options.overwrite, block_size=block) as writer:
-            for vid, reason in summary.failed.items():
+            for vid, reason in summary.failures.items():
                 writer.fail(vid, reason)
             if pool is not None and todo:
                 pool.warm_up()
@@ -176,11 +176,11 @@ def add_features(
         planned = plan_features(
             store, name, extractor.fingerprint, spec, options, summary, shard_index, num_shards
         )
-        if not planned.todo and not summary.failed:
+        if not planned.todo and not summary.failures:
             summary.elapsed_s = summary.startup_s = time.perf_counter() - started
             return summary  # everything has the set: no writer, nothing written
         with store.feature_writer(name, overwrite=overwrite) as writer:
-            for vid, reason in summary.failed.items():
+            for vid, reason in summary.failures.items():
                 writer.fail(vid, reason)
             writer.flush()
             todo = planned.todo

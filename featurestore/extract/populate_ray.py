@@ -52,13 +52,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from ..schema import GEMMA_STREAM
+from ..summary import PopulateSummary
 from . import stages
 from .decode import Clip
 from .holistic import LandmarkExtractor
 from .plan import PopulateOptions, open_for_features, plan, plan_features
 from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S, RayPlan, plan_ray
 from .stages import Job
-from .summary import PopulateSummary
 
 if TYPE_CHECKING:
     from ..manifest import ManifestEntry
@@ -304,12 +304,12 @@ class _EncoderWriter:
             shard,
             self.name,
             writer.segment,
-            [e.video_id for e in entries if e.video_id not in summary.failed],
+            [e.video_id for e in entries if e.video_id not in summary.failures],
             self.node(),
             self._task_nodes,
             summary.done,
             summary.skipped,
-            summary.failed,
+            summary.failures,
             dict(summary.stage_seconds),
             self._frames,
         )
@@ -533,9 +533,9 @@ def populate_with_ray(
     def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
         planned = plan(store_url, entries, options, partial(_schema, pool), summary.run)
         store, todo = planned.store, planned.todo
-        if summary.failed:
+        if summary.failures:
             with store.writer() as w:
-                for vid, reason in summary.failed.items():
+                for vid, reason in summary.failures.items():
                     w.fail(vid, reason)
         size = max(1, min(shard_size or store.block_size, store.block_size))
         cut = [_Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))]
@@ -598,9 +598,9 @@ def add_features_with_ray(
         planned = plan_features(
             store, name, fingerprint, spec, options, summary.run, shard_index, num_shards
         )
-        if summary.failed:
+        if summary.failures:
             with store.feature_writer(name) as w:
-                for vid, reason in summary.failed.items():
+                for vid, reason in summary.failures.items():
                     w.fail(vid, reason)
         cut = [
             _Shard(i, block, [], recorded={e.video_id: planned.recorded[e.video_id] for e in block})
@@ -823,7 +823,7 @@ def _merge(summary: RayPopulateSummary, result: ShardResult) -> None:
     run = summary.run
     run.done += result.done
     run.skipped += result.skipped
-    run.failed.update(result.failed)
+    run.failures.update(result.failed)
     run.frames_encoded += result.frames_encoded
     for node, n in result.task_nodes.items():
         summary.task_nodes[node] = summary.task_nodes.get(node, 0) + n
@@ -839,5 +839,5 @@ def _check_visible(
     store.refresh()
     present = store.feature_ids(features) if features else set(store.ids())
     for e in todo:
-        if e.video_id not in present and e.video_id not in summary.failed:
+        if e.video_id not in present and e.video_id not in summary.failures:
             summary.lost.setdefault(e.video_id, "not visible in the store after the run")

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from ..schema import StreamSpec
+    from ..summary import PopulateSummary
     from ..writer import FeatureWriter, Writer
     from .gemma import GemmaEncoder
-    from .summary import PopulateSummary
 
 __all__ = [
     "Encoded",
@@ -166,8 +166,8 @@ def write(
                 job.error = f"write: {exc}"
         if job.error is not None:
             writer.fail(vid, job.error)
-            summary.failed[vid] = job.error
-            bar.set_postfix(failed=len(summary.failed), refresh=False)
+            summary.failures[vid] = job.error
+            bar.set_postfix(failed=len(summary.failures), refresh=False)
         if writer.pending and time.monotonic() - last_commit > COMMIT_SECONDS:
             writer.flush()
             last_commit = time.monotonic()
@@ -227,7 +227,7 @@ def write_features(
             _put_features(done[entry.video_id], writer, summary)
         writer.flush()
         write_s += time.perf_counter() - start
-        bar.set_postfix(failed=len(summary.failed), refresh=False)
+        bar.set_postfix(failed=len(summary.failures), refresh=False)
         hold_after(summary.done)  # test-only: a no-op unless a test asks
     summary.stage_seconds["write"] = write_s
 
@@ -243,4 +243,4 @@ def _put_features(job: Job, writer: FeatureWriter, summary: PopulateSummary) -> 
         except InvalidVideoError as exc:
             job.error = f"write: {exc}"
     writer.fail(vid, job.error)
-    summary.failed[vid] = job.error
+    summary.failures[vid] = job.error

@@ -10,7 +10,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from .core import SPLIT_BY, ImportSummary, read_signers, run_import, store_keeps_face
+from ..summary import ImportSummary
+from .core import SPLIT_BY, read_signers, run_import, store_keeps_face
 
 __all__ = ["FORMATS", "ImportSummary", "import_dataset"]
 

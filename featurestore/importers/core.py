@@ -27,6 +27,7 @@ from ..layout import FACE_SUBSET, has_face, landmark_layout, landmark_streams
 from ..sampling import sample_indices
 from ..schema import LANDMARK_MASK_STREAM, LANDMARKS_STREAM, StoreSchema, StreamSpec
 from ..store import FeatureStore, create_store, open_store
+from ..summary import ImportSummary
 from ..writer import Writer
 
 __all__ = ["BadInput", "Item", "Loaded", "ImportSummary", "run_import", "holistic_frames"]
@@ -102,54 +103,6 @@ class Plan:
     """The sources as items name them, where a format resolves SOURCE (train.csv -> folder)."""
     close: Callable[[], None] | None = None
     """Releases open sources (zip handles) when the run ends."""
-
-
-@dataclass
-class ImportSummary:
-    """What one import run did."""
-
-    imported: int = 0
-    skipped: int = 0
-    """Already committed by the same source; not redone."""
-    failures: dict[str, str] = field(default_factory=dict)
-    """Video id or file -> reason, for everything that did not land."""
-    num_frames: int = 0
-    layout: dict[str, int] = field(default_factory=dict)
-    """Source layout detected -> sequences imported with it."""
-    splits: dict[str, int] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def to_json(self) -> dict:
-        return {
-            "imported": self.imported,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "failures": self.failures,
-            "num_frames": self.num_frames,
-            "layout": self.layout,
-            "splits": self.splits,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "interrupted": self.interrupted,
-        }
-
-    def format(self) -> str:
-        state = "interrupted" if self.interrupted else "finished"
-        layouts = ", ".join(f"{k}: {v}" for k, v in sorted(self.layout.items())) or "-"
-        lines = [
-            f"import {state} in {self.elapsed_s:.1f}s: {self.imported} imported, "
-            f"{self.skipped} skipped (already in the store), {self.failed} failed; "
-            f"T={self.num_frames}; layouts {layouts}"
-        ]
-        for key, reason in list(self.failures.items())[:10]:
-            lines.append(f"    {key}: {reason}")
-        if self.failed > 10:
-            lines.append(f"    ... {self.failed - 10} more (see featurestore info / failures)")
-        return "\n".join(lines)
 
 
 # -- landmarks ---------------------------------------------------------------------------------
@@ -558,12 +511,12 @@ def _write(
                 split=item.split or "train",
                 source=_record(fmt, item, loaded),
             )
-            summary.imported += 1
+            summary.done += 1
             summary.layout[loaded.layout] = summary.layout.get(loaded.layout, 0) + 1
         except (BadInput, StoreError) as exc:
             reason = str(exc)
             writer.fail(item.video_id, reason)
             summary.failures[item.video_id] = reason
-            bar.set_postfix(failed=summary.failed, refresh=False)
+            bar.set_postfix(failed=len(summary.failures), refresh=False)
         bar.update(1)
-        hold_after(summary.imported)  # test-only: a no-op unless a test asks
+        hold_after(summary.done)  # test-only: a no-op unless a test asks
