@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..summary import ImportSummary
-from .core import SPLIT_BY, read_signers, run_import, store_keeps_face
+from .core import run_import, store_keeps_face
+from .splits import SPLIT_BY, read_signers
 
 __all__ = ["FORMATS", "ImportSummary", "import_dataset"]
 
@@ -64,11 +65,11 @@ def import_dataset(
         raise ValueError("no SOURCE given")
     module = import_module(f".{FORMATS[format]}", __name__)
     face = face or store_keeps_face(str(store), storage_options)
-    plan = module.scan(resolved, face=face, **format_options)
+    scan = module.scan(resolved, face=face, **format_options)
     try:
         return run_import(
             format,
-            plan,
+            scan,
             resolved,
             str(store),
             num_frames=num_frames,
@@ -85,5 +86,5 @@ def import_dataset(
             storage_options=storage_options,
         )
     finally:
-        if plan.close is not None:
-            plan.close()
+        if scan.close is not None:
+            scan.close()

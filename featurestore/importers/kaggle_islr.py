@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BadInput, Item, Loaded, Plan, holistic_frames
+from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
 __all__ = ["scan", "PARTS", "COLUMNS"]
 
@@ -125,7 +125,7 @@ def _count_frames(item: Item) -> int:
         raise BadInput(f"{item.ref}: unreadable parquet ({exc})") from None
 
 
-def scan(sources: list[str], *, face: bool = False) -> Plan:
+def scan(sources: list[str], *, face: bool = False) -> Scan:
     """Every row of each SOURCE's train.csv (a train.csv file or its folder)."""
     _pyarrow()
     items, folders = [], []
@@ -134,7 +134,7 @@ def scan(sources: list[str], *, face: bool = False) -> Plan:
         folder = str(csv_path.parent)
         folders.append(folder)
         items += _items(folder, csv_path)
-    return Plan(
+    return Scan(
         items,
         load=_load(face),
         count_frames=_count_frames,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BadInput, Item, Loaded, Plan, holistic_frames
+from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
 __all__ = ["scan", "WIDTHS", "parse_npy"]
 
@@ -224,7 +224,7 @@ def _loader(trees: dict[str, Tree], face: bool):
     return load
 
 
-def scan(sources: list[str], *, face: bool = False) -> Plan:
+def scan(sources: list[str], *, face: bool = False) -> Scan:
     """List every sequence of every SOURCE (folders or zips); nothing is read yet."""
     trees = {s: Tree(s) for s in sources}
     items, failures = [], {}
@@ -237,4 +237,4 @@ def scan(sources: list[str], *, face: bool = False) -> Plan:
         for tree in trees.values():
             tree.close()
 
-    return Plan(items, failures=failures, load=_loader(trees, face), close=close)
+    return Scan(items, failures=failures, load=_loader(trees, face), close=close)

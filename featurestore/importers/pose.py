@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BadInput, Item, Loaded, Plan, holistic_frames
+from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
 __all__ = ["scan", "COMPONENTS"]
 
@@ -102,11 +102,11 @@ def _items(source: str) -> list[Item]:
     return items
 
 
-def scan(sources: list[str], *, face: bool = False) -> Plan:
+def scan(sources: list[str], *, face: bool = False) -> Scan:
     """Every ``.pose`` file of each SOURCE (a file or a folder)."""
     _pose_class()
     items = [item for source in sources for item in _items(source)]
-    return Plan(
+    return Scan(
         items,
         load=_load(face),
         count_frames=lambda item: int(_read(item.ref).body.data.shape[0]),

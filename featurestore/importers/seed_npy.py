@@ -17,7 +17,7 @@ import numpy as np
 
 from ..manifest import read_wlasl
 from ..schema import GEMMA_STREAM
-from .core import BadInput, Item, Loaded, Plan, holistic_frames
+from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
 __all__ = ["scan", "SEED_POSE_POINTS", "encoder_fingerprint"]
 
@@ -106,7 +106,7 @@ def scan(
     wlasl: str | Path | None = None,
     subset: str | Path | None = None,
     landmarks_dir: str | Path | None = None,
-) -> Plan:
+) -> Scan:
     """The WLASL entries (of ``subset``) with their seed files; a missing file fails that video."""
     if len(sources) != 1:
         raise ValueError("seed-npy takes one SOURCE: the folder of {video_id}_gemma.npy")
@@ -135,7 +135,7 @@ def scan(
         elif marks is not None and not marks.is_file():
             item.error = f"missing: no {marks.name} in {lm_dir}"
         items.append(item)
-    return Plan(
+    return Scan(
         items,
         extra_streams={GEMMA_STREAM: (dim, "float16")},
         encoder=encoder_fingerprint(meta, dim),
