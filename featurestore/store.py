@@ -8,7 +8,7 @@ this module.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,35 +20,11 @@ from . import repair as _repair
 from . import verify as _verify
 from ._files import Files
 from ._storage import DEFAULT_BLOCK_SIZE, META_KEY, Storage, initialize
+from .batch import Batch, Video, take_batch
 from .errors import CorruptDataError, StoreError, StreamNotFoundError, VideoNotFoundError
 from .index import Block, FeatureRow, Index, IndexEntry
-from .rows import take_rows
 from .schema import StoreSchema, StreamSpec, check_compatible, fingerprint_digest
 from .writer import WAIT_FOR_MAINTENANCE_S, FeatureWriter, Writer
-
-
-@dataclass(frozen=True)
-class Video:
-    """One committed video: metadata and its arrays by stream name."""
-
-    video_id: str
-    label: int
-    gloss: str
-    split: str
-    source: dict[str, Any]
-    arrays: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Videos stacked along a leading batch axis."""
-
-    ids: list[str]
-    labels: np.ndarray
-    arrays: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 class FeatureStore:
@@ -303,11 +279,11 @@ class FeatureStore:
             pending.append(self.read_block(block, streams))
             count += len(block)
             while count >= batch_size:
-                batch, pending = _take(pending, batch_size, streams)
+                batch, pending = take_batch(pending, batch_size, streams)
                 count -= batch_size
                 yield batch
         if count:
-            yield _take(pending, count, streams)[0]
+            yield take_batch(pending, count, streams)[0]
 
     # -- writing and maintenance -----------------------------------------------------------
     def writer(
@@ -393,25 +369,6 @@ def _contents(index: Index) -> dict[str, tuple]:
     return out
 
 
-def _take(pending: list[Batch], n: int, streams: list[str]) -> tuple[Batch, list[Batch]]:
-    """The first n rows of the pending batches as one batch, and the batches left."""
-    taken, rest = take_rows(pending, n, len, _cut)
-    if len(taken) == 1:
-        return taken[0], rest
-    batch = Batch(
-        [i for b in taken for i in b.ids],
-        np.concatenate([b.labels for b in taken]),
-        {s: np.concatenate([b.arrays[s] for b in taken]) for s in streams},
-    )
-    return batch, rest
-
-
-def _cut(b: Batch, k: int) -> tuple[Batch, Batch]:
-    """A batch's first k rows and the rest."""
-    head = Batch(b.ids[:k], b.labels[:k], {s: a[:k] for s, a in b.arrays.items()})
-    return head, Batch(b.ids[k:], b.labels[k:], {s: a[k:] for s, a in b.arrays.items()})
-
-
 def create_store(
     url: str,
     schema: StoreSchema,
@@ -421,13 +378,25 @@ def create_store(
     compression: str = "none",
     backend: str | None = None,
     chunk_rows: int | None = None,
+    *,
+    glosses: Iterable[str] = (),
 ) -> FeatureStore:
-    """Create a store (backend from the URL: ``.h5``/``.hdf5`` -> HDF5, else Zarr) open for writing."""
-    url = str(url)
+    """Create a store (backend from the URL: ``.h5``/``.hdf5`` -> HDF5, else Zarr) open for writing.
+
+    With ``exist_ok``, a store already there is opened if it holds the same features
+    (encoder, T, streams). Either way its labels end up holding the schema's and one for
+    each of ``glosses`` not labelled yet, claimed as ``claim_labels`` does: ``store.labels``
+    is then the whole map, and a new store is written with it in one go.
+    """
+    url, wanted = str(url), sorted({str(g) for g in glosses if g})
     files = Files(url, storage_options)
-    made = files.read(META_KEY) is None and initialize(
-        files, schema, storage_options, block_size, compression, backend, chunk_rows
-    )
+    made = False
+    if files.read(META_KEY) is None:
+        claimed = _labels.claim({}, wanted, schema.labels, f"store {url}") or {}
+        first = replace(schema, labels=_labels.label_map(claimed))
+        made = initialize(
+            files, first, storage_options, block_size, compression, backend, chunk_rows
+        )
     if made:
         return FeatureStore(url, "r+", storage_options)
     if not exist_ok:
@@ -436,8 +405,8 @@ def create_store(
     store.check_compatible(
         encoder=schema.encoder, num_frames=schema.num_frames, streams=schema.streams
     )
-    if schema.labels:
-        store.claim_labels(fixed=schema.labels)
+    if schema.labels or wanted:
+        store.claim_labels(wanted, schema.labels)
     return store
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._bulk_cli import add_summary_arguments, report, sigterm_interrupts
 from .defaults import DEFAULT_ENCODER, POOLINGS
-from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S
+from .options import DEFAULT_SCHEDULE_TIMEOUT_S, PopulateOptions, RayCluster
 
 if TYPE_CHECKING:
     from ..manifest import ManifestEntry
@@ -59,48 +59,8 @@ def _entries(args: argparse.Namespace) -> tuple[list[ManifestEntry], dict[int, s
     raise ValueError("populate needs --videos, --manifest or --wlasl (or --add-features NAME)")
 
 
-def _populate(args: argparse.Namespace) -> int:
-    from .populate_local import populate
-
-    logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
-    if args.add_features:
-        return _add_features(args)
-    if args.shard_index is not None or args.num_shards is not None:
-        raise ValueError("--shard-index and --num-shards only apply to --add-features")
-    entries, labels = _entries(args)
-    common = dict(
-        encoder=None if args.no_encoder else args.encoder,
-        num_frames=16 if args.num_frames is None else args.num_frames,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        limit=args.limit,
-        landmarks=not args.no_landmarks,
-        progress=not args.quiet,
-        labels=labels,
-        face=args.face,
-        pooling=args.pooling,
-        flash_attention=args.flash_attention,
-        revision=args.revision,
-        storage_options=getattr(args, "storage_options", None) or None,
-    )
-    summary: PopulateSummary | RayPopulateSummary
-    with sigterm_interrupts():
-        if args.ray:
-            summary = _populate_ray(args, entries, common)
-        else:
-            summary = populate(
-                args.store,
-                entries,
-                device=args.device or "cpu",
-                workers=args.workers,
-                commit_every=args.commit_every,
-                **common,
-            )
-    return report(summary, args.summary_json)
-
-
-def _add_features(args: argparse.Namespace) -> int:
-    """``--add-features NAME``: only the encoder, over the videos the store already holds."""
+def _check_add_features(args: argparse.Namespace) -> None:
+    """``--add-features NAME`` encodes the videos the store holds: refuse what does not apply."""
     flags = {
         "--videos": args.videos,
         "--manifest": args.manifest,
@@ -116,63 +76,80 @@ def _add_features(args: argparse.Namespace) -> int:
             f"--add-features encodes the videos the store holds, from their recorded "
             f"sources, one stored block at a time: {', '.join(given)} does not apply"
         )
-    common = dict(
-        encoder=args.encoder,
+
+
+def _options(args: argparse.Namespace, labels: dict[int, str] | None) -> PopulateOptions:
+    """The run's options, from the flags."""
+    return PopulateOptions(
+        encoder=None if args.no_encoder else args.encoder,
+        num_frames=args.num_frames,
+        device=args.device,
         batch_size=args.batch_size,
         pooling=args.pooling,
         flash_attention=args.flash_attention,
         revision=args.revision,
-        num_frames=args.num_frames,
+        landmarks=not args.no_landmarks,
+        face=args.face,
+        labels=labels,
         overwrite=args.overwrite,
         limit=args.limit,
-        shard_index=args.shard_index or 0,
-        num_shards=args.num_shards or 1,
         progress=not args.quiet,
         storage_options=getattr(args, "storage_options", None) or None,
+        commit_every=args.commit_every,
+        workers=args.workers,
+        shard_index=args.shard_index or 0,
+        num_shards=args.num_shards or 1,
     )
-    summary: PopulateSummary | RayPopulateSummary
-    with sigterm_interrupts():
-        if args.ray:
-            from .populate_ray import add_features_with_ray
-
-            summary = add_features_with_ray(
-                args.store,
-                args.add_features,
-                address=None if args.ray == "local" else args.ray,
-                num_workers=args.num_workers,
-                gpus_per_worker=args.gpus_per_worker,
-                cpus_per_task=args.cpus_per_task,
-                schedule_timeout_s=args.schedule_timeout,
-                device=args.device,
-                **common,
-            )
-        else:
-            from .populate_local import add_features
-
-            summary = add_features(
-                args.store, args.add_features, device=args.device or "cpu", **common
-            )
-    return report(summary, args.summary_json)
 
 
-def _populate_ray(
-    args: argparse.Namespace, entries: list[ManifestEntry], common: dict[str, Any]
-) -> RayPopulateSummary:
-    """The same run on a Ray cluster: encoder actors each own a segment of the store."""
-    from .populate_ray import populate_with_ray
-
-    return populate_with_ray(
-        args.store,
-        entries,
+def _cluster(args: argparse.Namespace) -> RayCluster | None:
+    """With ``--ray``, the cluster to run on; without, None (this machine)."""
+    if not args.ray:
+        return None
+    return RayCluster(
         address=None if args.ray == "local" else args.ray,
         num_workers=args.num_workers,
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_task=args.cpus_per_task,
         schedule_timeout_s=args.schedule_timeout,
-        device=args.device,  # None: cuda when the workers have GPUs
-        shard_size=args.commit_every,
-        **common,
     )
+
+
+def _populate(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="featurestore: %(message)s")
+    entries: list[ManifestEntry] = []
+    labels = None
+    if args.add_features:
+        _check_add_features(args)
+    elif args.shard_index is not None or args.num_shards is not None:
+        raise ValueError("--shard-index and --num-shards only apply to --add-features")
+    else:
+        entries, labels = _entries(args)
+    options, cluster = _options(args, labels), _cluster(args)
+    with sigterm_interrupts():
+        summary = _run(args.store, args.add_features, entries, options, cluster)
+    return report(summary, args.summary_json)
+
+
+def _run(
+    store: str,
+    add_features: str | None,
+    entries: list[ManifestEntry],
+    options: PopulateOptions,
+    cluster: RayCluster | None,
+) -> PopulateSummary | RayPopulateSummary:
+    """Populate (or add feature set ``add_features``) on this machine or on the cluster."""
+    if cluster is not None:
+        from .populate_ray import add_on_ray, run_on_ray
+
+        if add_features:
+            return add_on_ray(store, add_features, options, cluster)
+        return run_on_ray(store, entries, options, cluster)
+    from .local import add_local, run_local
+
+    if add_features:
+        return add_local(store, add_features, options)
+    return run_local(store, entries, options)
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:

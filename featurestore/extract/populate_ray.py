@@ -12,7 +12,7 @@ id, as local populate does. The commit log is the store's index, so once every s
 returned the driver has nothing left to write; it re-reads the index to check that every
 video it was told about is visible.
 
-``add_features_with_ray`` runs the add-features plan (``plan_features``) the same way: the
+``add_features_with_ray`` runs the add-features run (``prepare_features``) the same way: the
 tasks only decode (no Holistic), each shard is one base block's videos, and each actor owns
 a feature writer, so the new set's blocks line up with the base blocks.
 
@@ -39,11 +39,10 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from itertools import count, zip_longest
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import ray
@@ -56,13 +55,16 @@ from ..summary import PopulateSummary
 from . import stages
 from .decode import Clip
 from .holistic import LandmarkExtractor
-from .plan import PopulateOptions, open_for_features, plan, plan_features
-from .ray_plan import DEFAULT_SCHEDULE_TIMEOUT_S, RayPlan, plan_ray
+from .options import PopulateOptions, RayCluster
+from .prepare import open_for_features, prepare, prepare_features
+from .ray_plan import RayPlan, plan_ray
 from .stages import Job
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ..manifest import ManifestEntry
-    from ..schema import StreamSpec
+    from ..schema import StoreSchema, StreamSpec
     from ..store import FeatureStore
     from ..writer import FeatureWriter, Writer
     from .clip import ClipExtractor
@@ -210,16 +212,10 @@ class _EncoderWriter:
     (of the base streams, or of feature set ``features`` when one is being added)."""
 
     def __init__(
-        self,
-        name: str,
-        store_url: str,
-        storage_options: dict | None,
-        extractor: dict,
-        features: str | None = None,
+        self, name: str, store_url: str, options: PopulateOptions, features: str | None = None
     ):
         self.name = name
-        self.url, self.storage_options = store_url, storage_options
-        self._extractor_args = extractor
+        self.url, self.options = store_url, options
         self._features = features
         self._extractor: ClipExtractor | None = None
         self._store: FeatureStore | None = None
@@ -233,14 +229,13 @@ class _EncoderWriter:
 
     @property
     def extractor(self) -> ClipExtractor:
-        from .clip import ClipExtractor
-
         if self._extractor is None:
-            self._extractor = ClipExtractor(**self._extractor_args)
+            self._extractor = self.options.extractor()
         return self._extractor
 
-    def schema(self, labels: dict[int, str]):
-        return self.extractor.schema(labels)
+    def schema(self) -> StoreSchema:
+        """The run's schema, labels aside."""
+        return self.extractor.schema()
 
     def fingerprint(self) -> dict:
         return self.extractor.fingerprint
@@ -249,11 +244,12 @@ class _EncoderWriter:
         """The (T, D) spec of the features this actor's encoder makes."""
         return self.extractor.streams[GEMMA_STREAM]
 
-    def _open(self, overwrite: bool) -> tuple[FeatureStore, Writer | FeatureWriter]:
+    def _open(self) -> tuple[FeatureStore, Writer | FeatureWriter]:
         from ..store import open_store
 
+        overwrite = self.options.overwrite
         if self._store is None or self._writer is None:
-            self._store = store = open_store(self.url, "r+", self.storage_options)
+            self._store = store = open_store(self.url, "r+", self.options.storage_options)
             if self._features is None:
                 store.check_compatible(
                     encoder=self.extractor.fingerprint,
@@ -280,13 +276,12 @@ class _EncoderWriter:
         shard: int,
         entries: list[ManifestEntry],
         refs: list,
-        overwrite: bool,
         retry: bool,
         recorded: dict[str, dict] | None = None,
     ) -> ShardResult:
-        store, writer = self._open(overwrite)
+        store, writer = self._open()
         summary = PopulateSummary()
-        if retry and not overwrite:  # a dead worker may have committed part of it
+        if retry and not self.options.overwrite:  # a dead worker may have committed part of it
             committed = self._committed(store)
             keep = [i for i, e in enumerate(entries) if e.video_id not in committed]
             summary.skipped = len(entries) - len(keep)
@@ -483,43 +478,67 @@ class _Watch:
         )
 
 
+class _ClusterKeywords(TypedDict, total=False):
+    """``RayCluster``'s fields, as keywords of the entry points."""
+
+    address: str | None
+    num_workers: int | None
+    gpus_per_worker: float | None
+    cpus_per_worker: float | None
+    cpus_per_task: float
+    schedule_timeout_s: float
+    max_retries: int
+    ray_init: dict | None
+
+
+class _EncodeKeywords(_ClusterKeywords, total=False):
+    """The ``PopulateOptions`` fields that both entry points take."""
+
+    encoder: str | None
+    num_frames: int | None
+    device: str | None
+    batch_size: int
+    pooling: str
+    flash_attention: bool
+    revision: str | None
+    overwrite: bool
+    limit: int | None
+    progress: bool
+    storage_options: dict | None
+
+
+class PopulateKeywords(_EncodeKeywords, total=False):
+    """``populate_with_ray``'s keywords: the cluster's, then populate's."""
+
+    landmarks: bool
+    face: bool
+    labels: dict[int, str] | None
+
+
+class AddFeaturesKeywords(_EncodeKeywords, total=False):
+    """``add_features_with_ray``'s keywords: the cluster's, then add_features'."""
+
+    shard_index: int
+    num_shards: int
+
+
 def populate_with_ray(
     store_url: str,
     entries: Iterable[ManifestEntry],
     *,
-    address: str | None = None,
-    num_workers: int | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: float | None = None,
-    cpus_per_task: float = 1,
-    schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S,
-    encoder: str | None = "tiny-random",
-    num_frames: int = 16,
-    device: str | None = None,
-    batch_size: int = 64,
-    overwrite: bool = False,
-    limit: int | None = None,
-    landmarks: bool = True,
-    progress: bool = True,
-    labels: dict[int, str] | None = None,
-    face: bool = False,
-    pooling: str = "mean_soft_tokens",
-    flash_attention: bool = False,
-    revision: str | None = None,
     shard_size: int | None = None,
-    storage_options: dict | None = None,
-    max_retries: int = 2,
     on_shard: Callable[[ShardResult], None] | None = None,
-    ray_init: dict | None = None,
+    **keywords: Unpack[PopulateKeywords],
 ) -> RayPopulateSummary:
     """``populate`` on a Ray cluster: the same store contents, many machines.
 
-    ``address``: a Ray cluster (``auto``, ``127.0.0.1:6379``, ``ray://host:10001``); None
-    starts a local Ray unless one is running. ``num_workers`` encoder actors with
-    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs each, decoding and landmarks as
-    tasks of ``cpus_per_task`` CPUs: None sizes them from the cluster (``ray_plan.plan_ray``:
-    one actor per GPU, device ``cuda``, when there are GPUs) and a plan that cannot run
-    raises RayPlanError before any work. Work Ray leaves unscheduled for
+    The keywords are ``RayCluster``'s and ``populate``'s (``PopulateOptions``; ``device``
+    None: cuda when the workers have GPUs). ``address``: a Ray cluster (``auto``,
+    ``127.0.0.1:6379``, ``ray://host:10001``); None starts a local Ray unless one is running.
+    ``num_workers`` encoder actors with ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs
+    each, decoding and landmarks as tasks of ``cpus_per_task`` CPUs: None sizes them from the
+    cluster (``plan_ray``: one actor per GPU, device ``cuda``, when there are GPUs) and a plan
+    that cannot run raises RayPlanError before any work. Work Ray leaves unscheduled for
     ``schedule_timeout_s`` raises RaySchedulingError (committed shards stay; rerun).
     Video paths must be readable on every node. ``shard_size`` (default: the store's block
     size) videos are committed together; at most two shards per worker are in flight, which
@@ -527,143 +546,124 @@ def populate_with_ray(
     worker; after that its videos are reported as lost and a rerun finishes them.
     ``on_shard`` is called after every committed shard.
     """
-    options = PopulateOptions.pick(locals())
-    cluster = _cluster_args(locals())
-
-    def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
-        planned = plan(store_url, entries, options, partial(_schema, pool), summary.run)
-        store, todo = planned.store, planned.todo
-        if summary.failures:
-            with store.writer() as w:
-                for vid, reason in summary.failures.items():
-                    w.fail(vid, reason)
-        size = max(1, min(shard_size or store.block_size, store.block_size))
-        cut = [_Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))]
-        return store, cut, todo
-
-    return _run_on_ray(store_url, options, cluster, None, shards, max_retries, on_shard)
+    options, cluster = _typed("populate_with_ray", keywords, PopulateKeywords)
+    options = replace(options, commit_every=shard_size)
+    return run_on_ray(store_url, entries, options, cluster, on_shard)
 
 
 def add_features_with_ray(
     store_url: str,
     name: str,
     *,
-    address: str | None = None,
-    num_workers: int | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: float | None = None,
-    cpus_per_task: float = 1,
-    schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S,
-    encoder: str = "tiny-random",
-    device: str | None = None,
-    batch_size: int = 64,
-    pooling: str = "mean_soft_tokens",
-    flash_attention: bool = False,
-    revision: str | None = None,
-    num_frames: int | None = None,
-    overwrite: bool = False,
-    limit: int | None = None,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    progress: bool = True,
-    storage_options: dict | None = None,
-    max_retries: int = 2,
     on_shard: Callable[[ShardResult], None] | None = None,
-    ray_init: dict | None = None,
+    **keywords: Unpack[AddFeaturesKeywords],
 ) -> RayPopulateSummary:
     """``add_features`` on a Ray cluster: decode tasks (no Holistic) feed encoder actors,
     each writing feature set ``name`` into a segment of its own, one base block per shard.
 
-    The cluster arguments are ``populate_with_ray``'s; the others are ``add_features``'s.
+    The keywords are ``RayCluster``'s (as ``populate_with_ray`` takes them) and
+    ``add_features``'s.
     """
-    store = open_for_features(store_url, num_frames, storage_options)
-    options = PopulateOptions(
-        encoder=encoder,
-        num_frames=store.schema.num_frames,
-        device=device or "cpu",  # replaced by the cluster plan's device
-        batch_size=batch_size,
-        overwrite=overwrite,
-        limit=limit,
-        landmarks=False,
-        progress=progress,
-        pooling=pooling,
-        flash_attention=flash_attention,
-        revision=revision,
-        storage_options=storage_options,
+    options, cluster = _typed("add_features_with_ray", keywords, AddFeaturesKeywords)
+    return add_on_ray(store_url, name, options, cluster, on_shard)
+
+
+def _typed(
+    function: str, keywords: Mapping[str, Any], accepted: Any
+) -> tuple[PopulateOptions, RayCluster]:
+    """An entry point's keywords as the run's two typed values; a keyword it does not take
+    is a TypeError, as from a signature that lists them."""
+    for key in keywords:
+        if key not in accepted.__optional_keys__:
+            raise TypeError(f"{function}() got an unexpected keyword argument {key!r}")
+    cluster = {f.name for f in fields(RayCluster)}
+    return (
+        PopulateOptions(**{k: v for k, v in keywords.items() if k not in cluster}),
+        RayCluster(**{k: v for k, v in keywords.items() if k in cluster}),
     )
-    cluster = _cluster_args(locals())
+
+
+def run_on_ray(
+    store_url: str,
+    entries: Iterable[ManifestEntry],
+    options: PopulateOptions,
+    cluster: RayCluster,
+    on_shard: Callable[[ShardResult], None] | None = None,
+) -> RayPopulateSummary:
+    """Populate ``store_url`` with ``entries`` on the cluster."""
+
+    def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
+        run = prepare(store_url, entries, options, _schema(pool), summary.run)
+        store, todo = run.store, run.todo
+        if summary.failures:
+            with store.writer() as w:
+                for vid, reason in summary.failures.items():
+                    w.fail(vid, reason)
+        size = max(1, min(options.commit_every or store.block_size, store.block_size))
+        cut = [_Shard(i, todo[s : s + size], []) for i, s in enumerate(range(0, len(todo), size))]
+        return store, cut, todo
+
+    return _run_on_ray(store_url, options, cluster, None, shards, on_shard)
+
+
+def add_on_ray(
+    store_url: str,
+    name: str,
+    options: PopulateOptions,
+    cluster: RayCluster,
+    on_shard: Callable[[ShardResult], None] | None = None,
+) -> RayPopulateSummary:
+    """Add feature set ``name`` to the videos ``store_url`` holds, on the cluster."""
+    store, options = open_for_features(store_url, options)
 
     def shards(pool: _Pool, summary: RayPopulateSummary, options: PopulateOptions):
         fingerprint, spec = _feature_encoder(pool)
-        planned = plan_features(
-            store, name, fingerprint, spec, options, summary.run, shard_index, num_shards
-        )
+        run = prepare_features(store, name, fingerprint, spec, options, summary.run)
         if summary.failures:
             with store.feature_writer(name) as w:
                 for vid, reason in summary.failures.items():
                     w.fail(vid, reason)
         cut = [
-            _Shard(i, block, [], recorded={e.video_id: planned.recorded[e.video_id] for e in block})
-            for i, block in enumerate(planned.blocks)
+            _Shard(i, block, [], recorded={e.video_id: run.recorded[e.video_id] for e in block})
+            for i, block in enumerate(run.blocks)
         ]
-        return store, cut, planned.todo
+        return store, cut, run.todo
 
-    return _run_on_ray(store_url, options, cluster, name, shards, max_retries, on_shard)
-
-
-_CLUSTER_ARGS = (
-    "address",
-    "num_workers",
-    "gpus_per_worker",
-    "cpus_per_worker",
-    "cpus_per_task",
-    "schedule_timeout_s",
-    "device",
-    "ray_init",
-)
-
-
-def _cluster_args(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The cluster arguments among a runner's ``locals()``."""
-    return {name: arguments[name] for name in _CLUSTER_ARGS}
+    return _run_on_ray(store_url, options, cluster, name, shards, on_shard)
 
 
 def _run_on_ray(
     store_url: str,
     options: PopulateOptions,
-    cluster: dict[str, Any],
+    cluster: RayCluster,
     features: str | None,
     make_shards: Callable[[_Pool, RayPopulateSummary, PopulateOptions], tuple],
-    max_retries: int,
     on_shard: Callable[[ShardResult], None] | None,
 ) -> RayPopulateSummary:
     """Size the run from the cluster, start the actors, plan (``make_shards``: the store, the
     shards and every video to do), then run the shards; committed shards survive a stop."""
     started = time.perf_counter()
-    shutdown = _connect(cluster["address"], cluster["ray_init"])
+    shutdown = _connect(cluster.address, cluster.ray_init)
     summary = RayPopulateSummary(PopulateSummary(feature_set=features))
     pool = watch = None
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         summary.plan = resources = plan_ray(
             [n["Resources"] for n in nodes],
-            num_workers=cluster["num_workers"],
-            gpus_per_worker=cluster["gpus_per_worker"],
-            cpus_per_worker=cluster["cpus_per_worker"],
-            cpus_per_task=cluster["cpus_per_task"],
-            schedule_timeout_s=cluster["schedule_timeout_s"],
+            num_workers=cluster.num_workers,
+            gpus_per_worker=cluster.gpus_per_worker,
+            cpus_per_worker=cluster.cpus_per_worker,
+            cpus_per_task=cluster.cpus_per_task,
+            schedule_timeout_s=cluster.schedule_timeout_s,
         )
-        if cluster["device"]:
-            summary.plan = resources = replace(resources, device=cluster["device"])
+        if options.device:
+            summary.plan = resources = replace(resources, device=options.device)
         if options.progress:
             print(resources.format(), file=sys.stderr)
         log.info("%s", resources.format())
         options = replace(options, device=resources.device)
         targets = _worker_nodes(nodes, resources)
-        make = _actor_maker(
-            resources, targets, store_url, options.storage_options, options.extractor_args(),
-            features,
-        )  # fmt: skip
+        make = _actor_maker(resources, targets, store_url, options, features)
         summary.workers = resources.workers
         pool = _Pool(resources.workers, make)
         watch = _Watch(resources, pool)
@@ -671,12 +671,12 @@ def _run_on_ray(
         store, shards, todo = make_shards(pool, summary, options)
         task = ray.remote(_decode_task).options(num_cpus=resources.cpus_per_task, max_retries=3)
         summary.run.startup_s = time.perf_counter() - started  # workers up, store checked
-        prepare = (options.num_frames, options.landmarks, options.face)
+        decode_args = (options.frames, options.landmarks, options.face)
         with tqdm(
             total=len(todo), unit="video", disable=not options.progress, smoothing=0.1
         ) as bar:
-            _run(deque(shards), pool, watch, task, prepare, options.overwrite,
-                 max_retries, summary, bar, on_shard)  # fmt: skip
+            _run(deque(shards), pool, watch, task, decode_args, cluster.max_retries, summary, bar,
+                 on_shard)  # fmt: skip
         _check_visible(store, summary, todo, features)
     except KeyboardInterrupt:
         summary.run.interrupted = True  # committed shards stay; a rerun does the rest
@@ -709,24 +709,29 @@ def _worker_nodes(nodes: list[dict], resources: RayPlan) -> list[str]:
     return [node for turn in zip_longest(*slots) for node in turn if node]
 
 
-def _actor_maker(resources: RayPlan, targets: list[str], store_url, storage_options,
-                 extractor, features: str | None = None) -> Callable:  # fmt: skip
+def _actor_maker(
+    resources: RayPlan,
+    targets: list[str],
+    store_url: str,
+    options: PopulateOptions,
+    features: str | None = None,
+) -> Callable:
     """Encoder actors as the plan sizes them, placed on ``targets`` in turn, with the driver's
     AWS variables. The first ones are pinned to their node (Ray's soft affinity sometimes
     puts them all on the driver's node); replacements only prefer it, as it may be gone."""
     actor_cls = ray.remote(_EncoderWriter)
-    options: dict[str, Any] = dict(
+    claims: dict[str, Any] = dict(
         num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_restarts=0
     )
     if env := _aws_env():
-        options["runtime_env"] = {"env_vars": env}
+        claims["runtime_env"] = {"env_vars": env}
     turn = count()
 
     def make(name: str):
         i = next(turn)
         where = NodeAffinitySchedulingStrategy(targets[i % len(targets)], soft=i >= len(targets))
-        return actor_cls.options(name=name, scheduling_strategy=where, **options).remote(
-            name, store_url, storage_options, extractor, features
+        return actor_cls.options(name=name, scheduling_strategy=where, **claims).remote(
+            name, store_url, options, features
         )
 
     return make
@@ -748,9 +753,9 @@ def _from_workers(pool: _Pool, ask: Callable[[Any], Any]) -> tuple[list[dict], A
     return fingerprints, answer
 
 
-def _schema(pool: _Pool, labels: dict[int, str]):
-    """The run's schema, from the workers."""
-    return _from_workers(pool, lambda actor: actor.schema.remote(labels))[1]
+def _schema(pool: _Pool) -> StoreSchema:
+    """The run's schema (labels aside), from the workers."""
+    return _from_workers(pool, lambda actor: actor.schema.remote())[1]
 
 
 def _feature_encoder(pool: _Pool) -> tuple[dict, StreamSpec]:
@@ -759,7 +764,7 @@ def _feature_encoder(pool: _Pool) -> tuple[dict, StreamSpec]:
     return fingerprints[0], spec
 
 
-def _run(shards, pool, watch, task, prepare_args, overwrite, max_retries, summary, bar,
+def _run(shards, pool, watch, task, prepare_args, max_retries, summary, bar,
          on_shard):  # fmt: skip
     """Keep two shards queued on every actor; merge results; re-queue the shards of the dead."""
     inflight: dict = {}  # ObjectRef -> (shard, actor)
@@ -770,7 +775,7 @@ def _run(shards, pool, watch, task, prepare_args, overwrite, max_retries, summar
             shard.refs = [task.remote(e, *prepare_args) for e in shard.entries]
             watch.tasks.update(shard.refs)
         ref = actor.write_shard.remote(
-            shard.index, shard.entries, shard.refs, overwrite, shard.attempts > 0, shard.recorded
+            shard.index, shard.entries, shard.refs, shard.attempts > 0, shard.recorded
         )
         inflight[ref] = (shard, actor)
         waiting[actor] += 1

@@ -13,10 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from .options import DEFAULT_SCHEDULE_TIMEOUT_S
+
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "RayPlan", "RayPlanError", "plan_ray"]
 
-DEFAULT_SCHEDULE_TIMEOUT_S = 300.0
-"""Seconds a worker or decode task may wait for Ray to schedule it before the run stops."""
 CPUS_PER_CPU_WORKER = 4
 """On a cluster without GPUs: one encoder actor per this many CPUs, the rest decode."""
 _EPS = 1e-9

@@ -1,11 +1,12 @@
-"""One populate run, before either runner starts: its options and its one planning step.
+"""One populate run, before either runner starts: the store made ready and the work picked.
 
-``plan`` claims the run's labels in the store (add-only, atomic), checks the run's schema (encoder
-fingerprint, T, streams, landmark layout) against the store, creating it if absent, before
-anything is extracted, and sorts the entries into committed (skipped), failed while reading
-the manifest, and to do. The local pipeline and Ray then run the same plan.
+``prepare`` opens or creates the store for the run's schema (encoder fingerprint, T,
+streams, landmark layout), refusing a mismatch before anything is extracted, with the
+run's labels claimed in it in the same call (add-only, atomic), and sorts the entries into
+committed (skipped), failed while reading the manifest, and to do. The local pipeline and
+Ray then run the same ``PopulateRun``.
 
-``plan_features`` is the same step for adding a feature set to a store that exists: the
+``prepare_features`` is the same step for adding a feature set to a store that exists: the
 entries are the stored videos themselves, rebuilt from the sources populate recorded (path
 and frame range), grouped by the base block that holds them so the new set's blocks line
 up with the base blocks.
@@ -13,10 +14,10 @@ up with the base blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..index import IndexEntry
 from ..manifest import ManifestEntry, assign_labels
@@ -25,94 +26,53 @@ from ..store import FeatureStore, create_store, open_store
 
 if TYPE_CHECKING:
     from ..summary import PopulateSummary
+    from .options import PopulateOptions
 
 __all__ = [
-    "FeaturePlan",
-    "Plan",
-    "PopulateOptions",
+    "FeatureRun",
+    "PopulateRun",
     "open_for_features",
-    "plan",
-    "plan_features",
+    "prepare",
+    "prepare_features",
     "recorded_entry",
 ]
 
 
-@dataclass(frozen=True)
-class PopulateOptions:
-    """What to extract and how: the arguments both runners take."""
-
-    encoder: Any = "tiny-random"
-    """A preset, a Hugging Face id, a local folder, a loaded GemmaEncoder, or None."""
-    num_frames: int = 16
-    device: str = "cpu"
-    batch_size: int = 64
-    """Frames per encoder forward."""
-    overwrite: bool = False
-    limit: int | None = None
-    """Only the first N entries."""
-    landmarks: bool = True
-    progress: bool = True
-    labels: dict[int, str] | None = None
-    """label -> gloss fixed by the source (WLASL); otherwise assigned from the glosses."""
-    face: bool = False
-    pooling: str = "mean_soft_tokens"
-    flash_attention: bool = False
-    revision: str | None = None
-    storage_options: dict | None = None
-
-    @classmethod
-    def pick(cls, arguments: dict[str, Any], **changes: Any) -> PopulateOptions:
-        """The options among a runner's arguments (its ``locals()``), with ``changes``."""
-        return cls(**{f.name: arguments[f.name] for f in fields(cls)} | changes)
-
-    def extractor_args(self) -> dict[str, Any]:
-        """Keyword arguments of the ``ClipExtractor`` this run extracts with."""
-        return {name: getattr(self, name) for name in _EXTRACTOR_ARGS}
-
-
-_EXTRACTOR_ARGS = (
-    "encoder",
-    "num_frames",
-    "device",
-    "landmarks",
-    "face",
-    "pooling",
-    "flash_attention",
-    "batch_size",
-    "revision",
-)
-
-
 @dataclass
-class Plan:
+class PopulateRun:
     """The store, checked against the run's schema, and the entries still to extract."""
 
     store: FeatureStore
     todo: list[ManifestEntry]
 
 
-def plan(
+def prepare(
     store_url: str,
     entries: Iterable[ManifestEntry],
     options: PopulateOptions,
-    schema_for: Callable[[dict[int, str]], StoreSchema],
+    schema: StoreSchema,
     summary: PopulateSummary,
-) -> Plan:
-    """Open or create the store (refusing a mismatch), claim labels, and pick what to do.
+) -> PopulateRun:
+    """Open or create the store for ``schema`` (refusing a mismatch) with the run's labels
+    claimed in it, and pick what to do.
 
-    ``schema_for(labels)`` is the run's schema (it needs the encoder, which only the
-    runner has loaded). Labels are claimed in the store itself, atomically against other
-    writers (``FeatureStore.claim_labels``), so runs on disjoint parts of a manifest never
-    give one label two glosses. Skipped and manifest-failed entries go to ``summary``.
+    ``schema`` is the run's, labels aside (it needs the encoder, which only the runner has
+    loaded). The labels fixed by the source and one for each new gloss are claimed in the
+    store itself as it is opened, atomically against other writers, so runs on disjoint
+    parts of a manifest never give one label two glosses. Skipped and manifest-failed
+    entries go to ``summary``.
     """
     entries = list(entries)
     fixed = dict(options.labels or {})
-    store = create_store(
-        store_url, schema_for(fixed), exist_ok=True, storage_options=options.storage_options
-    )
     fixed.update({e.label: e.gloss for e in entries if e.label is not None and e.gloss})
-    label_map = store.claim_labels((e.gloss for e in entries if e.label is None), fixed)
-    entries, _ = assign_labels(entries, label_map)
+    store = create_store(
+        store_url,
+        replace(schema, labels=fixed),
+        exist_ok=True,
+        storage_options=options.storage_options,
+        glosses=(e.gloss for e in entries if e.label is None),
+    )
+    entries, _ = assign_labels(entries, store.labels)
     entries = entries[: options.limit] if options.limit is not None else entries
     committed = set() if options.overwrite else set(store.ids())
     todo = []
@@ -123,11 +83,11 @@ def plan(
             summary.failures[e.video_id] = e.error
         else:
             todo.append(e)
-    return Plan(store, todo)
+    return PopulateRun(store, todo)
 
 
 @dataclass
-class FeaturePlan:
+class FeatureRun:
     """The store with the new feature set registered, and its videos still to encode."""
 
     store: FeatureStore
@@ -143,16 +103,18 @@ class FeaturePlan:
 
 
 def open_for_features(
-    store_url: str, num_frames: int | None, storage_options: dict | None
-) -> FeatureStore:
-    """The existing store, open for writing; T is the store's (``num_frames`` None or equal)."""
-    store = open_store(store_url, "r+", storage_options)
+    store_url: str, options: PopulateOptions
+) -> tuple[FeatureStore, PopulateOptions]:
+    """The existing store, open for writing, and the options of adding a feature set to it:
+    the store's T (``options.num_frames`` None or equal) and the encoder only, no landmarks."""
+    store = open_store(store_url, "r+", options.storage_options)
+    num_frames = options.num_frames
     if num_frames is not None and int(num_frames) != store.schema.num_frames:
         raise ValueError(
             f"num_frames {num_frames} disagrees with store {store_url} "
             f"(T = {store.schema.num_frames}); added features use the store's T"
         )
-    return store
+    return store, replace(options, num_frames=store.schema.num_frames, landmarks=False)
 
 
 def recorded_entry(entry: IndexEntry) -> ManifestEntry | str:
@@ -178,30 +140,29 @@ def recorded_entry(entry: IndexEntry) -> ManifestEntry | str:
     )
 
 
-def plan_features(
+def prepare_features(
     store: FeatureStore,
     name: str,
     fingerprint: dict,
     spec: StreamSpec,
     options: PopulateOptions,
     summary: PopulateSummary,
-    shard_index: int = 0,
-    num_shards: int = 1,
-) -> FeaturePlan:
+) -> FeatureRun:
     """Register feature set ``name`` (SchemaMismatchError if it holds another encoder's
     features) and pick this shard's stored videos that lack it.
 
-    Shard ``i`` of ``n`` takes every n-th base block in storage order, so processes given
-    disjoint shards never encode the same video. Skipped videos and videos that cannot be
-    redone are counted in ``summary``.
+    Shard ``options.shard_index`` of ``options.num_shards`` (n) takes every n-th base block in
+    storage order, so processes given disjoint shards never encode the same video. Skipped
+    videos and videos that cannot be redone are counted in ``summary``.
     """
+    shard_index, num_shards = options.shard_index, options.num_shards
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
     store.add_feature_set(name, fingerprint, tuple(spec.shape), spec.dtype)
     store.refresh()
     if name in store.schema.streams:  # base gemma, made by this very encoder: nothing to add
         summary.skipped += len(store)
-        return FeaturePlan(store, name, [], {})
+        return FeatureRun(store, name, [], {})
     have = set() if options.overwrite else store.feature_ids(name)
     blocks, recorded, left = [], {}, options.limit
     for i, block in enumerate(store.blocks()):
@@ -224,4 +185,4 @@ def plan_features(
             left = None if left is None else left - 1
         if todo:
             blocks.append(todo)
-    return FeaturePlan(store, name, blocks, recorded)
+    return FeatureRun(store, name, blocks, recorded)

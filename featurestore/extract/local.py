@@ -2,10 +2,12 @@
 aborted by one clip; ``add_features``: another encoder's features for the videos a store
 already holds, landmarks untouched.
 
-The run is planned as for Ray (``plan``: schema checked against the store before anything
-is extracted, label map merged add-only, committed videos skipped; ``plan_features`` for an
-added set), then run through the overlapped local ``Pipeline``. A run stopped by Ctrl-C or
-a kill is finished by running it again. Each failed video is recorded with its reason.
+The run is prepared as for Ray (``prepare``: schema checked against the store before anything
+is extracted, labels claimed add-only, committed videos skipped; ``prepare_features`` for an
+added set), then run through the overlapped local ``Pipeline``. ``run_local`` and
+``add_local`` take the run's ``PopulateOptions``; ``populate`` and ``add_features`` are their
+keyword wrappers. A run stopped by Ctrl-C or a kill is finished by running it again. Each
+failed video is recorded with its reason.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from ..manifest import ManifestEntry
 from ..schema import GEMMA_STREAM
 from ..summary import PopulateSummary
 from . import stages
-from .clip import ClipExtractor
 from .gemma import GemmaEncoder
 from .holistic import LandmarkPool
+from .options import PopulateOptions
 from .pipeline import Pipeline
-from .plan import PopulateOptions, open_for_features, plan, plan_features
+from .prepare import open_for_features, prepare, prepare_features
 
-__all__ = ["add_features", "populate", "PopulateSummary"]
+__all__ = ["add_features", "add_local", "populate", "run_local"]
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +68,35 @@ def populate(
     Raises SchemaMismatchError, before any extraction, if the store was filled by another
     encoder, T or layout.
     """
-    options = PopulateOptions.pick(locals())
-    return run_local(store_url, entries, options, workers, commit_every, decode_threads)
+    options = PopulateOptions(
+        encoder=encoder,
+        num_frames=num_frames,
+        device=device,
+        batch_size=batch_size,
+        pooling=pooling,
+        flash_attention=flash_attention,
+        revision=revision,
+        landmarks=landmarks,
+        face=face,
+        labels=labels,
+        overwrite=overwrite,
+        limit=limit,
+        progress=progress,
+        storage_options=storage_options,
+        commit_every=commit_every,
+        workers=workers,
+        decode_threads=decode_threads,
+    )
+    return run_local(store_url, entries, options)
 
 
 def run_local(
-    store_url: str,
-    entries: Iterable[ManifestEntry],
-    options: PopulateOptions,
-    workers: int | None = None,
-    commit_every: int | None = None,
-    decode_threads: int | None = None,
+    store_url: str, entries: Iterable[ManifestEntry], options: PopulateOptions
 ) -> PopulateSummary:
-    """Plan the run, then decode threads, landmark processes and the encoder thread overlap."""
+    """Prepare the run, then decode threads, landmark processes and the encoder thread overlap."""
     started = time.perf_counter()
     cpus = os.cpu_count() or 1
-    workers = cpus if workers is None else max(1, int(workers))
+    workers = cpus if options.workers is None else max(1, int(options.workers))
     pool = LandmarkPool(workers, face=options.face) if options.landmarks else None
     if pool is not None:
         pool.start()  # the workers load MediaPipe while the encoder loads
@@ -89,13 +104,13 @@ def run_local(
     summary = PopulateSummary()
     bar = None
     try:
-        extractor = ClipExtractor(**options.extractor_args())
-        planned = plan(store_url, entries, options, extractor.schema, summary)
-        store, todo = planned.store, planned.todo
-        if pool is not None and extractor.encoder is not None and options.device == "cpu":
+        extractor = options.extractor()
+        run = prepare(store_url, entries, options, extractor.schema(), summary)
+        store, todo = run.store, run.todo
+        if pool is not None and extractor.encoder is not None and options.device in (None, "cpu"):
             # Holistic keeps the cores busy; torch's spinning OpenMP threads would fight it
             torch.set_num_threads(max(1, cpus - workers))
-        block = min(commit_every or store.block_size, store.block_size)
+        block = min(options.commit_every or store.block_size, store.block_size)
         with store.writer(overwrite=options.overwrite, block_size=block) as writer:
             for vid, reason in summary.failures.items():
                 writer.fail(vid, reason)
@@ -104,8 +119,9 @@ def run_local(
             bar = tqdm(total=len(todo), unit="video", disable=not options.progress, smoothing=0.1)
             summary.startup_s = time.perf_counter() - started
             cpu_start = time.process_time()
-            threads_for_decode = decode_threads or max(2, min(8, cpus // 4))
-            pipeline = Pipeline(options.num_frames, extractor.encoder, pool, threads_for_decode)
+            pipeline = Pipeline(
+                extractor.num_frames, extractor.encoder, pool, _decode_threads(options)
+            )
             with closing(pipeline.run(todo)) as jobs:
                 stages.write(jobs, writer, summary, bar, extractor.streams)
             summary.stage_seconds.update(pipeline.stage_seconds)
@@ -151,47 +167,53 @@ def add_features(
     ``shard_index`` of ``num_shards`` takes every n-th stored block, for processes that add
     the same set at once. Raises SchemaMismatchError if the set exists with another encoder.
     """
-    started = time.perf_counter()
-    store = open_for_features(store_url, num_frames, storage_options)
     options = PopulateOptions(
         encoder=encoder,
-        num_frames=store.schema.num_frames,
+        num_frames=num_frames,
         device=device,
         batch_size=batch_size,
-        overwrite=overwrite,
-        limit=limit,
-        landmarks=False,
-        progress=progress,
         pooling=pooling,
         flash_attention=flash_attention,
         revision=revision,
+        overwrite=overwrite,
+        limit=limit,
+        progress=progress,
         storage_options=storage_options,
+        decode_threads=decode_threads,
+        shard_index=shard_index,
+        num_shards=num_shards,
     )
+    return add_local(store_url, name, options)
+
+
+def add_local(store_url: str, name: str, options: PopulateOptions) -> PopulateSummary:
+    """Prepare the add (the store's T, the set registered), then decode threads feed the
+    encoder and each base block's features are committed as one block."""
+    started = time.perf_counter()
+    store, options = open_for_features(store_url, options)
     summary = PopulateSummary(feature_set=name)
     bar = None
     try:
-        extractor = ClipExtractor(**options.extractor_args())
+        extractor = options.extractor()
         assert extractor.encoder is not None, "add_features always has an encoder"
         spec = extractor.streams[GEMMA_STREAM]
-        planned = plan_features(
-            store, name, extractor.fingerprint, spec, options, summary, shard_index, num_shards
-        )
-        if not planned.todo and not summary.failures:
+        run = prepare_features(store, name, extractor.fingerprint, spec, options, summary)
+        if not run.todo and not summary.failures:
             summary.elapsed_s = summary.startup_s = time.perf_counter() - started
             return summary  # everything has the set: no writer, nothing written
-        with store.feature_writer(name, overwrite=overwrite) as writer:
+        with store.feature_writer(name, overwrite=options.overwrite) as writer:
             for vid, reason in summary.failures.items():
                 writer.fail(vid, reason)
             writer.flush()
-            todo = planned.todo
-            bar = tqdm(total=len(todo), unit="video", disable=not progress, smoothing=0.1)
+            todo = run.todo
+            bar = tqdm(total=len(todo), unit="video", disable=not options.progress, smoothing=0.1)
             summary.startup_s = time.perf_counter() - started
             cpu_start = time.process_time()
-            cpus = os.cpu_count() or 1
-            threads = decode_threads or max(2, min(8, cpus // 4))
-            pipeline = Pipeline(options.num_frames, extractor.encoder, None, threads)
+            pipeline = Pipeline(
+                extractor.num_frames, extractor.encoder, None, _decode_threads(options)
+            )
             with closing(pipeline.run(todo)) as jobs:
-                stages.write_features(jobs, writer, summary, bar, planned.blocks, planned.recorded)
+                stages.write_features(jobs, writer, summary, bar, run.blocks, run.recorded)
             summary.stage_seconds.update(pipeline.stage_seconds)
             summary.frames_encoded = pipeline.frames_encoded
             summary.cpu_s = time.process_time() - cpu_start
@@ -202,3 +224,7 @@ def add_features(
             bar.close()
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _decode_threads(options: PopulateOptions) -> int:
+    return options.decode_threads or max(2, min(8, (os.cpu_count() or 1) // 4))
