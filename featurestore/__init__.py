@@ -8,9 +8,9 @@ The importers (``import_dataset``, ``ImportSummary``) load on first use (PEP 562
 ``featurestore.extract`` does, so reading a store does not import every import format.
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from ._version import __version__ as __version__
 from .errors import (
     CorruptDataError,
@@ -74,9 +74,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

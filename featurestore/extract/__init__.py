@@ -6,7 +6,7 @@ sampling names live a floor down (``featurestore.layout``, ``.manifest``, ``.sam
 a leading dot below) and are re-exported here for the callers that import them from here.
 """
 
-from importlib import import_module
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "ClipExtractor": "clip",
@@ -27,12 +27,12 @@ _EXPORTS = {
     "LandmarkPool": "holistic",
     "add_features": "local",
     "populate": "local",
-    "add_features_with_ray": "populate_ray",
-    "populate_with_ray": "populate_ray",
-    "RaySchedulingError": "populate_ray",
-    "RayPlan": "ray_plan",
-    "RayPlanError": "ray_plan",
-    "plan_ray": "ray_plan",
+    "add_features_with_ray": "ray",
+    "populate_with_ray": "ray",
+    "RaySchedulingError": "ray",
+    "RayPlan": "ray",
+    "RayPlanError": "ray",
+    "plan_ray": "ray",
     "synthesize": "synth",
     "write_video": "synth",
     # the store's floor, re-exported: what extraction shares with the importers and the server
@@ -52,12 +52,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

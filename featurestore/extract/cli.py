@@ -17,7 +17,7 @@ from .options import DEFAULT_SCHEDULE_TIMEOUT_S, PopulateOptions, RayCluster
 if TYPE_CHECKING:
     from ..manifest import ManifestEntry
     from ..summary import PopulateSummary
-    from .populate_ray import RayPopulateSummary
+    from .ray.summary import RayPopulateSummary
 
 __all__ = ["add_subcommands"]
 
@@ -140,7 +140,7 @@ def _run(
 ) -> PopulateSummary | RayPopulateSummary:
     """Populate (or add feature set ``add_features``) on this machine or on the cluster."""
     if cluster is not None:
-        from .populate_ray import add_on_ray, run_on_ray
+        from .ray.run import add_on_ray, run_on_ray
 
         if add_features:
             return add_on_ray(store, add_features, options, cluster)

@@ -32,8 +32,6 @@ __all__ = [
     "EncoderError",
     "load_encoder",
     "PRESETS",
-    "POOLINGS",
-    "DEFAULT_ENCODER",
     "preset_config",
 ]
 

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from featurestore.extract.ray_plan import RayPlanError, plan_ray
+from featurestore.extract import RayPlanError, plan_ray
 
 
 def deadlocks(cpus: list[float], workers: int, cpw: float, cpt: float) -> bool:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from .options import DEFAULT_SCHEDULE_TIMEOUT_S
+from ..options import DEFAULT_SCHEDULE_TIMEOUT_S
 
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "RayPlan", "RayPlanError", "plan_ray"]
 
