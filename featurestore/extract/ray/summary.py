@@ -15,7 +15,7 @@ class RayPopulateSummary:
     """A local populate summary (``run``; its fields read through) plus what the cluster did."""
 
     run: PopulateSummary
-    """done, skipped, failed, elapsed_s, interrupted, stage_seconds, frames_encoded."""
+    """done, skipped, failures, elapsed_s, interrupted, stage_seconds, frames_encoded."""
     workers: int = 0
     """Encoder actors at the start."""
     worker_restarts: int = 0
