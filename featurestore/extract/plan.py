@@ -60,6 +60,10 @@ class PopulateOptions:
     flash_attention: bool = False
     revision: str | None = None
     storage_options: dict | None = None
+    fast_path: str = "auto"
+    """The encoder's compiled forward: auto (on for CUDA), on, off."""
+    sdpa_backend: str = "auto"
+    """The attention kernel: auto (PyTorch's choice), cudnn, flash, efficient, math."""
 
     @classmethod
     def pick(cls, arguments: dict[str, Any], **changes: Any) -> PopulateOptions:
@@ -81,6 +85,8 @@ _EXTRACTOR_ARGS = (
     "flash_attention",
     "batch_size",
     "revision",
+    "fast_path",
+    "sdpa_backend",
 )
 
 

@@ -55,6 +55,8 @@ def populate(
     commit_every: int | None = None,
     decode_threads: int | None = None,
     storage_options: dict | None = None,
+    fast_path: str = "auto",
+    sdpa_backend: str = "auto",
 ) -> PopulateSummary:
     """Extract ``entries`` into the store at ``store_url`` (created if absent).
 
@@ -62,7 +64,8 @@ def populate(
     for real use), a local folder, a loaded GemmaEncoder, or None for landmarks only.
     ``labels`` fixes label -> gloss (WLASL); otherwise glosses get labels merged add-only
     with the store's. ``limit`` keeps the first N entries. ``commit_every`` commits every N
-    videos (default: every store block and at least once a minute).
+    videos (default: every store block and at least once a minute). ``fast_path`` compiles
+    the encoder's forward (auto: on CUDA); ``sdpa_backend`` picks its attention kernel.
     Raises SchemaMismatchError, before any extraction, if the store was filled by another
     encoder, T or layout.
     """
@@ -141,6 +144,8 @@ def add_features(
     progress: bool = True,
     decode_threads: int | None = None,
     storage_options: dict | None = None,
+    fast_path: str = "auto",
+    sdpa_backend: str = "auto",
 ) -> PopulateSummary:
     """Add feature set ``name``, made by ``encoder``, to the videos store ``store_url`` holds.
 
@@ -166,6 +171,8 @@ def add_features(
         flash_attention=flash_attention,
         revision=revision,
         storage_options=storage_options,
+        fast_path=fast_path,
+        sdpa_backend=sdpa_backend,
     )
     summary = PopulateSummary(feature_set=name)
     bar = None

@@ -508,6 +508,8 @@ def populate_with_ray(
     revision: str | None = None,
     shard_size: int | None = None,
     storage_options: dict | None = None,
+    fast_path: str = "auto",
+    sdpa_backend: str = "auto",
     max_retries: int = 2,
     on_shard: Callable[[ShardResult], None] | None = None,
     ray_init: dict | None = None,
@@ -567,6 +569,8 @@ def add_features_with_ray(
     num_shards: int = 1,
     progress: bool = True,
     storage_options: dict | None = None,
+    fast_path: str = "auto",
+    sdpa_backend: str = "auto",
     max_retries: int = 2,
     on_shard: Callable[[ShardResult], None] | None = None,
     ray_init: dict | None = None,
@@ -590,6 +594,8 @@ def add_features_with_ray(
         flash_attention=flash_attention,
         revision=revision,
         storage_options=storage_options,
+        fast_path=fast_path,
+        sdpa_backend=sdpa_backend,
     )
     cluster = _cluster_args(locals())
 
