@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def _hash(digest, name: str, tensor: torch.Tensor) -> None:
     """One tensor into the weights digest: its name, dtype, shape and bytes."""
     t = tensor.detach().cpu().contiguous()
     digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
 
 
 def seed_weights(modules: dict[str, torch.nn.Module], seed: int) -> str:
@@ -47,29 +48,59 @@ def seed_weights(modules: dict[str, torch.nn.Module], seed: int) -> str:
     Position embeddings get std 1 for the same reason. Norm scales start at identity (1
     for LayerNorm, 0 for Gemma's ``1 + w`` RMSNorm) and biases at 0.
 
-    The values are drawn on the CPU (one stream defines the preset on every device) one
-    tensor at a time, hashed in float32 and copied into the parameter where it lives.
+    The values are drawn on the CPU (one stream defines the preset on every device), one
+    tensor at a time: straight into a float32 CPU parameter, else into one of two reused
+    buffers that a second thread hashes and copies to the device while the next is drawn
+    (numpy, hashlib and copies release the GIL; fresh pages cost more than drawing).
     """
     rng = np.random.default_rng(seed)
     digest = hashlib.sha256()
-    with torch.no_grad():
-        for prefix, module in modules.items():
-            for name, param in sorted(module.named_parameters()):
-                full = f"{prefix}.{name}"
-                if "mm_soft_emb_norm" in full:
-                    value = np.zeros(param.shape, np.float32)
-                elif "norm" in name and name.endswith("weight"):
-                    value = np.ones(param.shape, np.float32)
-                elif name.endswith("bias"):
-                    value = np.zeros(param.shape, np.float32)
-                else:
-                    value = rng.standard_normal(param.shape, dtype=np.float32)
-                    if "position_embedding" not in name:
-                        value /= np.sqrt(_fan_in(full, param.shape))
-                tensor = torch.from_numpy(value)
-                _hash(digest, full, tensor)
-                param.copy_(tensor)
+    params = [
+        (f"{prefix}.{name}", param)
+        for prefix, module in modules.items()
+        for name, param in sorted(module.named_parameters())
+    ]
+    largest = max(p.numel() for _, p in params)
+    buffers: list[np.ndarray] = []
+    placed: Future | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="weights") as worker, torch.no_grad():
+        for i, (name, param) in enumerate(params):
+            if param.device.type == "cpu" and param.dtype == torch.float32:
+                target = param.detach().numpy()
+            else:
+                if len(buffers) < 2:
+                    buffers.append(np.empty(largest, np.float32))
+                target = buffers[i % 2][: param.numel()].reshape(param.shape)
+                if placed is not None:
+                    placed.result()  # the other buffer's copy, and the digest, in order
+            _draw(rng, name, target)
+            if placed is not None:
+                placed.result()
+            placed = worker.submit(_hash_and_place, digest, name, param, target)
+        if placed is not None:
+            placed.result()
     return digest.hexdigest()
+
+
+def _draw(rng: np.random.Generator, name: str, out: np.ndarray) -> None:
+    if "mm_soft_emb_norm" in name:
+        out.fill(0)
+    elif "norm" in name and name.endswith("weight"):  # the prefixes hold no "norm"
+        out.fill(1)
+    elif name.endswith("bias"):
+        out.fill(0)
+    else:
+        rng.standard_normal(dtype=np.float32, out=out)
+        if "position_embedding" not in name:
+            out /= np.sqrt(_fan_in(name, out.shape))
+
+
+@torch.no_grad()
+def _hash_and_place(digest, name: str, param: torch.Tensor, value: np.ndarray) -> None:
+    tensor = torch.from_numpy(value)
+    _hash(digest, name, tensor)
+    if tensor.data_ptr() != param.data_ptr():
+        param.copy_(tensor)  # onto the device, cast to its dtype
 
 
 def _fan_in(name: str, shape: torch.Size) -> int:
