@@ -103,7 +103,7 @@ def _hash_and_place(digest, name: str, param: torch.Tensor, value: np.ndarray) -
         param.copy_(tensor)  # onto the device, cast to its dtype
 
 
-def _fan_in(name: str, shape: torch.Size) -> int:
+def _fan_in(name: str, shape: tuple[int, ...]) -> int:
     """Inputs per output: Linear and Conv weights are (out, in, ...); Gemma's projector
     matrix is (vision hidden, text hidden), applied as ``x @ w``."""
     if "mm_input_projection" in name:
