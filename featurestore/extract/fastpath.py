@@ -6,7 +6,7 @@ the bf16 matmul peak, and a quarter of its time is strided layout copies between
 that ``torch.compile`` fuses away (62 -> 72 frames/s); the attention kernel matters at head
 size 72 (cuDNN 61, flash 52, memory-efficient 32 frames/s). Compiling costs about 40 s per
 batch shape on that card, so the compile cache lives in a user cache folder and is paid
-once per machine; batches are padded up to a few fixed sizes so a run compiles at most six
+once per machine; batches are padded up to a few fixed sizes so a run compiles at most seven
 shapes. CUDA graphs were left out: a forward of even one 896 px frame is ~16 ms of kernels,
 so launch overhead is noise.
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"
 """What ``torch.compile`` lowers with (tests swap in a cheap or a failing backend)."""
 
-_MAX_BUCKETS = 6  # compiled batch shapes per encoder, under dynamo's recompile limit (8)
+_MAX_BUCKETS = 6  # halvings compiled, plus batch 1: under dynamo's recompile limit (8)
 
 
 def use_fast_path(mode: str, device: torch.device) -> bool:
@@ -56,15 +56,27 @@ def compile_cache_dir() -> Path:
     """Where compiled kernels persist: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
     ``$XDG_CACHE_HOME/signstore/inductor`` (``~/.cache/...``); torch's default is under
     /tmp, gone at the next reboot."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and chosen != _torch_default_cache_dir():
+        return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "signstore" / "inductor"
 
 
+def _torch_default_cache_dir() -> str | None:
+    """Torch writes its default into the environment as soon as anything asks for it
+    (importing transformers' models does), so that value does not mean a user chose it."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: trust the variable
+        return None
+    return os.path.abspath(default_cache_dir())
+
+
 def batch_buckets(batch_size: int) -> list[int]:
-    """The batch sizes compiled, ascending: ``batch_size`` and its halvings (at most six)."""
-    return sorted({max(1, batch_size >> k) for k in range(_MAX_BUCKETS)})
+    """The batch sizes compiled, ascending: ``batch_size``, five halvings, and 1 (a single
+    frame is not worth running as two)."""
+    return sorted({max(1, batch_size >> k) for k in range(_MAX_BUCKETS)} | {1})
 
 
 def sdpa_context(backend: str):
@@ -127,7 +139,7 @@ class Forward:
         self.buckets = batch_buckets(batch_size)
         self._compiled = None
         if compiled:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
             try:
                 self._compiled = torch.compile(pooled, backend=COMPILE_BACKEND, dynamic=False)
             except Exception as exc:
