@@ -58,10 +58,20 @@ class ClipExtractor:
         dtype: str | None = None,
         revision: str | None = None,
         gemma_dtype: str = "float16",
+        fast_path: str = "off",
+        sdpa_backend: str = "auto",
     ):
         if isinstance(encoder, str):
             encoder = load_encoder(
-                encoder, device, pooling, flash_attention, batch_size, dtype, revision
+                encoder,
+                device,
+                pooling,
+                flash_attention,
+                batch_size,
+                dtype,
+                revision,
+                fast_path=fast_path,
+                sdpa_backend=sdpa_backend,
             )
         self.encoder = encoder
         self.num_frames = int(num_frames)

@@ -9,13 +9,11 @@ measuring speed at gemma-3-4b's real sizes) are built offline from a small confi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from .defaults import DEFAULT_ENCODER, POOLINGS
+from .fastpath import Forward, PinnedUpload, Pooled, check_sdpa, use_fast_path
+from .weights import (
+    EncoderError,
+    commit_from_cache_path,
+    load_weights,
+    resolve_file,
+    seed_weights,
+    weight_files,
+)
 
 if TYPE_CHECKING:
     from transformers import Gemma3Config
@@ -65,10 +72,6 @@ PRESETS: dict[str, dict] = {
     # SigLIP so400m as in gemma-3-4b: 896 px, patch 14, 256 soft tokens
     "gemma-3-4b-random": _preset((1152, 4304, 27, 16, 896, 14), 2560, 256),
 }
-
-
-class EncoderError(ValueError):
-    """An encoder that cannot be loaded: unknown id, not a Gemma 3 model, missing weights."""
 
 
 def preset_config(name: str):
@@ -114,6 +117,8 @@ class GemmaEncoder:
         device: torch.device,
         dtype: torch.dtype,
         batch_size: int = 64,
+        fast_path: bool = False,
+        sdpa_backend: str = "auto",
     ):
         self.vision_tower = vision_tower.eval().requires_grad_(False)
         self.projector = None if projector is None else projector.eval().requires_grad_(False)
@@ -122,6 +127,13 @@ class GemmaEncoder:
         self.device = device
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
+        pooled = Pooled(self.vision_tower, self.projector)
+        self._forward = Forward(pooled, self.batch_size, fast_path, sdpa_backend)
+        self._upload = (
+            PinnedUpload(device)
+            if fast_path and device.type == "cuda"
+            else lambda x: x.to(device, non_blocking=True)
+        )
         self.forward_calls = 0
         """Forward passes run so far (tests use it to show that committed videos are not redone)."""
         p = preprocess
@@ -136,6 +148,11 @@ class GemmaEncoder:
     def image_size(self) -> int:
         return self.preprocess_spec.image_size
 
+    @property
+    def forward_path(self) -> str:
+        """``compiled`` (the fast path) or ``eager``: how the next batch runs."""
+        return self._forward.path
+
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised (N, 3, S, S) on the encoder's device and dtype.
 
@@ -145,7 +162,7 @@ class GemmaEncoder:
         x = torch.as_tensor(frames)
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise ValueError(f"expected uint8 frames (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        x = self._upload(x).permute(0, 3, 1, 2)
         size = self.preprocess_spec.image_size
         if x.shape[-2:] != (size, size):
             if self.device.type != "cpu":
@@ -160,10 +177,7 @@ class GemmaEncoder:
         out = []
         for chunk in torch.split(pixels, self.batch_size):
             self.forward_calls += 1
-            hidden = self.vision_tower(pixel_values=chunk).last_hidden_state
-            if self.projector is not None:
-                hidden = self.projector(hidden)
-            out.append(hidden.float().mean(dim=1).cpu())
+            out.append(self._forward(chunk).cpu())
         return torch.cat(out).numpy()
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
@@ -215,52 +229,6 @@ def _attn_implementation(flash_attention: bool, device: torch.device) -> str:
     return "sdpa"
 
 
-def _weights_sha256(modules: dict[str, torch.nn.Module]) -> str:
-    """Hash of the weights as loaded (before any cast), so it names the weights, not the device."""
-    digest = hashlib.sha256()
-    for prefix, module in modules.items():
-        for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            digest.update(f"{prefix}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _seeded_init(modules: dict[str, torch.nn.Module], seed: int) -> None:
-    """Deterministic random weights from numpy's PCG64, independent of transformers' init code.
-
-    Scaled by fan-in (std 1/sqrt(fan_in)), as a random network that keeps its activations
-    at unit size: Gemma's flat std-0.02 init leaves a small tower nearly linear, and a
-    linear tower's mean-pooled features cannot tell where in the frame anything is.
-    Position embeddings get std 1 for the same reason. Norm scales start at identity (1
-    for LayerNorm, 0 for Gemma's ``1 + w`` RMSNorm) and biases at 0.
-    """
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for prefix, module in modules.items():
-            for name, param in sorted(module.named_parameters()):
-                full = f"{prefix}.{name}"
-                if "mm_soft_emb_norm" in full:
-                    value = np.zeros(param.shape, np.float32)
-                elif "norm" in name and name.endswith("weight"):
-                    value = np.ones(param.shape, np.float32)
-                elif name.endswith("bias"):
-                    value = np.zeros(param.shape, np.float32)
-                else:
-                    value = rng.standard_normal(param.shape, dtype=np.float32)
-                    if "position_embedding" not in name:
-                        value /= np.sqrt(_fan_in(full, param.shape))
-                param.copy_(torch.from_numpy(value))
-
-
-def _fan_in(name: str, shape: torch.Size) -> int:
-    """Inputs per output: Linear and Conv weights are (out, in, ...); Gemma's projector
-    matrix is (vision hidden, text hidden), applied as ``x @ w``."""
-    if "mm_input_projection" in name:
-        return int(shape[0])
-    return int(np.prod(shape[1:]))
-
-
 def _skip_init():
     """transformers' own random init is wasted work: weights are loaded or seeded after."""
     try:
@@ -271,17 +239,33 @@ def _skip_init():
 
 
 def _build_modules(
-    config: Gemma3Config, attn: str, pooling: str
+    config: Gemma3Config, attn: str, pooling: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The tower and projector allocated where they run, in their dtype, left uninitialised:
+    their values are seeded or read next, so a CPU copy first would only cost time."""
     from transformers import SiglipVisionModel
     from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
 
-    with _skip_init():
+    with _skip_init(), device:
         vision = SiglipVisionModel._from_config(
-            config.vision_config, attn_implementation=attn, dtype=torch.float32
+            config.vision_config, attn_implementation=attn, dtype=dtype
         )
-        projector = Gemma3MultiModalProjector(config) if pooling == "mean_soft_tokens" else None
+        projector = None
+        if pooling == "mean_soft_tokens":
+            projector = Gemma3MultiModalProjector(config).to(dtype)
     return vision, projector
+
+
+def _start_cuda(device: torch.device) -> None:
+    """Create the CUDA context in the background while transformers imports and the weights
+    are made: the first tensor on the device then finds it ready."""
+
+    def touch() -> None:
+        with contextlib.suppress(Exception):  # the main thread reports a device it lacks
+            torch.zeros(1, device=device)
+
+    if device.type == "cuda":
+        threading.Thread(target=touch, name="cuda-init", daemon=True).start()
 
 
 def _modules_dict(
@@ -293,76 +277,8 @@ def _modules_dict(
     return mods
 
 
-def _resolve_file(source: str, filename: str, revision: str | None) -> Path | None:
-    local = Path(source)
-    if local.is_dir():
-        path = local / filename
-        return path if path.is_file() else None
-    from transformers.utils import cached_file
-
-    cached = cached_file(
-        source,
-        filename,
-        revision=revision,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-    return None if cached is None else Path(cached)
-
-
-def _commit_from_cache_path(path: Path) -> str | None:
-    parts = path.parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
-
-
-def _weight_files(source: str, revision: str | None) -> list[Path]:
-    """Only the shards that hold vision tower or projector tensors."""
-    index = _resolve_file(source, "model.safetensors.index.json", revision)
-    if index is None:
-        single = _resolve_file(source, "model.safetensors", revision)
-        if single is None:
-            raise EncoderError(f"{source}: no model.safetensors or safetensors index found")
-        return [single]
-    weight_map = json.loads(index.read_text())["weight_map"]
-    shards = sorted(
-        {f for k, f in weight_map.items() if "vision_tower." in k or "multi_modal_projector." in k}
-    )
-    files = [f for f in (_resolve_file(source, s, revision) for s in shards) if f is not None]
-    if not shards or len(files) < len(shards):
-        raise EncoderError(f"{source}: vision tower weights missing from its safetensors shards")
-    return files
-
-
-_PREFIX = re.compile(r"^(?:.*?\.)?(vision_tower|multi_modal_projector)\.(.*)$")
-
-
-def _load_weights(files: list[Path], modules: dict[str, torch.nn.Module], source: str) -> None:
-    """Read the needed tensors from safetensors into the modules (strict: nothing missing)."""
-    from safetensors import safe_open
-
-    wanted = {prefix: dict(m.state_dict()) for prefix, m in modules.items()}
-    loaded: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in modules}
-    for file in files:
-        with safe_open(str(file), framework="pt") as fh:
-            for key in fh.keys():
-                match = _PREFIX.match(key)
-                if not match or match.group(1) not in wanted:
-                    continue
-                prefix, name = match.groups()
-                # transformers 4.x nests SigLIP under "vision_model."; 5.x does not
-                for candidate in (name, name.removeprefix("vision_model."), f"vision_model.{name}"):
-                    if candidate in wanted[prefix]:
-                        loaded[prefix][candidate] = fh.get_tensor(key)
-                        break
-    for prefix, module in modules.items():
-        missing = sorted(set(wanted[prefix]) - set(loaded[prefix]))
-        if missing:
-            raise EncoderError(f"{source}: {prefix} weights missing: {missing[:3]}...")
-        module.load_state_dict(loaded[prefix], strict=True, assign=True)
-
-
 def _preprocess_from(source: str, revision: str | None, image_size: int) -> _Preprocess:
-    path = _resolve_file(source, "preprocessor_config.json", revision)
+    path = resolve_file(source, "preprocessor_config.json", revision)
     if path is None:
         return _Preprocess(image_size)
     cfg = json.loads(path.read_text())
@@ -401,6 +317,9 @@ def load_encoder(
     batch_size: int = 64,
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    *,
+    fast_path: str = "off",
+    sdpa_backend: str = "auto",
 ) -> GemmaEncoder:
     """Build the frozen encoder named by a preset, a local folder or a Hugging Face id.
 
@@ -408,42 +327,68 @@ def load_encoder(
     and float32 on CPU. ``pooling``: ``mean_soft_tokens`` averages the projector's soft
     tokens (feature dim = text hidden size); ``mean_vision_patches`` averages the vision
     tower's patches before the projector (feature dim = vision hidden size).
+    ``fast_path`` (``auto``: on for CUDA): compile the forward (``fastpath``); off by
+    default here, for one-off encodes that a compile would outlast, and ``auto`` in
+    populate. ``sdpa_backend``: the attention kernel (``auto``: PyTorch's choice).
+
+    The fingerprint names what the features mean: the weights, pooling, preprocessing size
+    and the dtype the arithmetic runs in. How they are computed (eager or compiled, the
+    attention kernel, batch size, device) is not in it: those agree to within rounding
+    (cosine >= 0.999 to eager), so a store begun eager is resumed on the fast path and a
+    checkpoint trained on either serves both. Lower precision changes the arithmetic and
+    is a different dtype, so a different fingerprint.
     """
     if pooling not in POOLINGS:
         raise EncoderError(f"unknown pooling {pooling!r}: use one of {POOLINGS}")
     dev = torch.device(device)
+    try:
+        fast = use_fast_path(fast_path, dev)
+    except ValueError as exc:
+        raise EncoderError(str(exc)) from None
+    _start_cuda(dev)
     torch_dtype = _dtype_from_name(dtype, dev)
     attn = _attn_implementation(flash_attention, dev)
     if encoder_id in PRESETS:
         config = preset_config(encoder_id)
-        vision, projector = _build_modules(config, attn, pooling)
-        modules = _modules_dict(vision, projector)
-        _seeded_init(modules, _SEED)
+        vision, projector = _build_modules(config, attn, pooling, dev, torch_dtype)
+        weights_sha256 = seed_weights(_modules_dict(vision, projector), _SEED)
         preprocess = _Preprocess(config.vision_config.image_size)
         commit = None
     else:
         config = _load_config(encoder_id, revision)
         config.vision_config.vision_use_head = False
-        vision, projector = _build_modules(config, attn, pooling)
-        modules = _modules_dict(vision, projector)
-        files = _weight_files(encoder_id, revision)
-        _load_weights(files, modules, encoder_id)
+        files = weight_files(encoder_id, revision)
+        vision, projector = _build_modules(config, attn, pooling, dev, torch_dtype)
+        weights_sha256 = load_weights(files, _modules_dict(vision, projector), encoder_id)
         preprocess = _preprocess_from(encoder_id, revision, config.vision_config.image_size)
-        commit = _commit_from_cache_path(files[0]) or revision
+        commit = commit_from_cache_path(files[0]) or revision
+    vision_cfg = config.vision_config
+    if sdpa_backend != "auto":
+        try:
+            head_dim = vision_cfg.hidden_size // vision_cfg.num_attention_heads
+            check_sdpa(sdpa_backend, dev, torch_dtype, head_dim)
+        except ValueError as exc:
+            raise EncoderError(str(exc)) from None
     feature_dim = (
-        config.text_config.hidden_size
-        if projector is not None
-        else config.vision_config.hidden_size
+        config.text_config.hidden_size if projector is not None else vision_cfg.hidden_size
     )
     fingerprint = {
         "model_id": encoder_id,
         "revision": commit,
-        "weights_sha256": _weights_sha256(modules),
+        "weights_sha256": weights_sha256,
         "pooling": pooling,
         "image_size": preprocess.image_size,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "feature_dim": int(feature_dim),
     }
-    for module in modules.values():
-        module.to(device=dev, dtype=torch_dtype)
-    return GemmaEncoder(vision, projector, preprocess, fingerprint, dev, torch_dtype, batch_size)
+    return GemmaEncoder(
+        vision,
+        projector,
+        preprocess,
+        fingerprint,
+        dev,
+        torch_dtype,
+        batch_size,
+        fast_path=fast,
+        sdpa_backend=sdpa_backend,
+    )
