@@ -40,6 +40,10 @@ class PopulateOptions:
     pooling: str = "mean_soft_tokens"
     flash_attention: bool = False
     revision: str | None = None
+    fast_path: str = "auto"
+    """The encoder's compiled forward: auto (on for CUDA), on, off."""
+    sdpa_backend: str = "auto"
+    """The attention kernel: auto (PyTorch's choice), cudnn, flash, efficient, math."""
     landmarks: bool = True
     face: bool = False
     # -- the run
@@ -81,6 +85,8 @@ class PopulateOptions:
             flash_attention=self.flash_attention,
             batch_size=self.batch_size,
             revision=self.revision,
+            fast_path=self.fast_path,
+            sdpa_backend=self.sdpa_backend,
         )
 
 

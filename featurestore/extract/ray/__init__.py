@@ -87,6 +87,8 @@ class _EncodeKeywords(_ClusterKeywords, total=False):
     pooling: str
     flash_attention: bool
     revision: str | None
+    fast_path: str
+    sdpa_backend: str
     overwrite: bool
     limit: int | None
     progress: bool
