@@ -7,7 +7,6 @@ import gc
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from featurestore import FeatureStore
 from model import Checkpoint
@@ -116,7 +115,7 @@ def create_app(
     app.include_router(stream.router)  # checks its key itself: ?api_key= or X-API-Key
     app.state.live_streams = 0
     app.include_router(page.router)
-    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    app.mount("/static", page.PageFiles(directory=page.STATIC_DIR), name="static")
 
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(

@@ -267,16 +267,6 @@ def test_details_only_when_asked(env, frames):
     assert r.status_code == 200 and r.json().get("details") is None
 
 
-def test_the_page_and_its_files_are_served_without_a_key(env):
-    client = env["client"]
-    page = client.get("/")
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for name in ("app.js", "style.css"):
-        assert f"/static/{name}" in page.text
-        assert client.get(f"/static/{name}").status_code == 200
-    assert client.get("/v1/info").status_code == 401  # the data behind it still needs it
-
-
 def test_videos_are_searchable_by_gloss_and_text(env):
     client, h = env["client"], {"X-API-Key": KEY}
     everything = client.get("/v1/videos", headers=h).json()
