@@ -45,8 +45,11 @@ class SpotConfig:
     """Frames between the starts of two windows of one length."""
     min_score: float = 0.5
     """A sign's probability must reach this for its window to be a candidate."""
-    overlap: float = 0.3
+    overlap: float = 0.0
     """Two candidates compete when they share more than this part of the shorter one."""
+    fuse_iou: float = 0.0
+    """A peak is named and bounded by the candidates overlapping it by at least this IoU
+    (0: all that overlap it; 1: by itself)."""
     min_hands: float = 0.5
     """Share of a window's frames with a hand in view for it to hold a sign."""
     top_k: int = 5
@@ -193,10 +196,31 @@ def peaks(c: Candidates, overlap: float) -> np.ndarray:
     return keep
 
 
+def fuse(c: Candidates, keep: np.ndarray, iou: float) -> Candidates:
+    """Each kept peak with the windows around it (IoU >= `iou` with it): their mean
+    probabilities name the sign, and their extents weighted by its probability bound it."""
+    rows = np.flatnonzero(keep)
+    out = c.take(rows)
+    for n, i in enumerate(rows):
+        inter = np.minimum(c.end, c.end[i]) - np.maximum(c.start, c.start[i])
+        union = np.maximum(c.end, c.end[i]) - np.minimum(c.start, c.start[i])
+        near = np.flatnonzero((inter > 0) & (inter >= iou * union))
+        probs = c.probs[near].mean(axis=0)
+        signs = np.full_like(probs, -1.0)
+        signs[c.label[near]] = probs[c.label[near]]
+        label = int(np.argmax(signs))
+        weight = c.probs[near, label] + 1e-6
+        out.start[n] = int(round(float(np.average(c.start[near], weights=weight))))
+        out.end[n] = int(round(float(np.average(c.end[near], weights=weight))))
+        out.label[n], out.score[n], out.probs[n] = label, probs[label], probs
+    return out
+
+
 def segments(c: Candidates, classify: Classifier, fps: float, top_k: int) -> list[Segment]:
     out = []
     for i in np.argsort(c.start, kind="stable"):
-        order = np.argsort(-c.probs[i])[:top_k]
+        rounded = np.round(c.probs[i].astype(np.float64), 4)
+        order = np.lexsort((np.arange(len(rounded)), -rounded))[:top_k]  # ties: lower label
         out.append(
             Segment(
                 start_frame=int(c.start[i]),
@@ -210,7 +234,7 @@ def segments(c: Candidates, classify: Classifier, fps: float, top_k: int) -> lis
                     {
                         "gloss": classify.gloss(int(k)),
                         "label": int(k),
-                        "score": float(c.probs[i, k]),
+                        "score": float(rounded[k]),
                     }
                     for k in order
                 ],
@@ -254,6 +278,5 @@ def spot(
     found = score_windows(classify, arrays, windows, 0, config)
     if not len(found):
         return SpotResult(fps, total, [])
-    return SpotResult(
-        fps, total, segments(found.take(peaks(found, config.overlap)), classify, fps, config.top_k)
-    )
+    chosen = fuse(found, peaks(found, config.overlap), config.fuse_iou)
+    return SpotResult(fps, total, segments(chosen, classify, fps, config.top_k))

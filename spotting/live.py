@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from spotting.core import Candidates, Classifier, Segment, SpotConfig, grid, peaks, score_windows
+from spotting.core import (
+    Candidates,
+    Classifier,
+    Segment,
+    SpotConfig,
+    fuse,
+    grid,
+    peaks,
+    score_windows,
+)
 from spotting.core import segments as to_segments
 
 
@@ -90,7 +99,7 @@ class LiveSpotter:
             return []
         keep = peaks(self._pool, self.config.overlap)
         self._decided |= ready
-        chosen = self._pool.take(np.flatnonzero(ready & keep))
+        chosen = fuse(self._pool, ready & keep, self.config.fuse_iou)
         return to_segments(chosen, self.classify, self.fps, self.config.top_k)
 
     def _trim(self, frontier: int) -> None:
