@@ -48,7 +48,7 @@ from training.trainer import Trainer  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmarks"
 DEFAULT_DATA = SHARED / "traduttore-asl-mpdata.zip"
 HELD_OUT = ("dmohazab", "TheCamNelson")
-CONFIG = SpotConfig(window_frames=(16, 20, 24), stride=2)
+CONFIG = SpotConfig(window_frames=(16, 20, 24), stride=4)
 LSTM_WINDOW, AGREE, THRESHOLD = 20, 10, 0.5
 FPS = 30.0
 
@@ -105,12 +105,11 @@ def landmark_arrays(vectors: np.ndarray) -> dict[str, np.ndarray]:
 # -- ours -----------------------------------------------------------------------------------
 
 
-def train_ours(url: str, out: Path, epochs: int | None) -> Path:
+def train_ours(url: str, out: Path, epochs: int | None) -> None:
     cfg = TrainConfig(store=url, modalities="landmarks", out=str(out), progress=False)
     if epochs is not None:
         cfg.epochs = epochs
     Trainer(cfg).run()
-    return out / "best.pt"
 
 
 def spot_ours(classify: WindowClassifier, stream: Stream) -> list[tuple[int, int, str]]:
@@ -181,7 +180,7 @@ def spot_lstm(model: StackedLSTM, glosses: list[str], stream: Stream) -> list[tu
 
 def run_recorder(held_out, sequences, recorders, data, work, args) -> dict:
     url = str(work / f"{held_out}.zarr")
-    import_dataset(
+    import_dataset(  # a store already there is reused: committed sequences are skipped
         "mpdata",
         [data],
         url,
@@ -201,7 +200,9 @@ def run_recorder(held_out, sequences, recorders, data, work, args) -> dict:
     streams = streams_of(sequences, keys, known, args.streams, args.signs, seed=1)
 
     started = time.perf_counter()
-    ckpt = train_ours(url, work / f"run-{held_out}", 8 if args.quick else None)
+    ckpt = work / f"run-{held_out}" / "best.pt"
+    if not ckpt.exists():  # --work keeps runs: a rerun only spots
+        train_ours(url, ckpt.parent, 8 if args.quick else None)
     classify = WindowClassifier(load_checkpoint(ckpt))
     trained = time.perf_counter() - started
     labels = {g: i for i, g in store.labels.items()}
@@ -246,6 +247,7 @@ def main() -> None:
     p.add_argument("--streams", type=int, help="streams per recorder (default 30; --quick 8)")
     p.add_argument("--signs", type=int, default=8, help="signs per stream")
     p.add_argument("--lstm-epochs", type=int, default=100)
+    p.add_argument("--work", help="keep the stores and runs here (a rerun reuses them)")
     args = p.parse_args()
     data = Path(args.data) if args.data else DEFAULT_DATA
     args.signers = Path(args.signers) if args.signers else data.parent / "traduttore-recorders.csv"
@@ -260,8 +262,10 @@ def main() -> None:
     held = HELD_OUT[:1] if args.quick else HELD_OUT
     rows, total_ours, total_base, runs = [], Score(), Score(), []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in held:
-            run = run_recorder(name, sequences, recorders, data, Path(tmp), args)
+            run = run_recorder(name, sequences, recorders, data, work, args)
             runs.append(run)
             for total, key in ((total_ours, "ours"), (total_base, "base")):
                 for f in ("edits", "words", "hits", "found"):

@@ -160,13 +160,9 @@ def hand_share(mask: np.ndarray | None, columns: list[int], idx: np.ndarray) -> 
 
 
 def candidates(
-    windows: list[tuple[int, int]],
-    probs: np.ndarray,
-    hands: np.ndarray,
-    rest_ids: list[int],
-    config: SpotConfig,
+    windows: list[tuple[int, int]], probs: np.ndarray, rest_ids: list[int], config: SpotConfig
 ) -> Candidates:
-    """The windows where a sign wins: above `min_score`, above every rest class, hands seen."""
+    """The windows where a sign wins: at least `min_score`, above every rest class."""
     if not windows:
         return Candidates.empty(probs.shape[1])
     signs = probs.copy()
@@ -174,10 +170,9 @@ def candidates(
     label = signs.argmax(axis=1)
     score = probs[np.arange(len(probs)), label]
     rest = probs[:, rest_ids].max(axis=1) if rest_ids else np.zeros(len(probs), np.float32)
-    win = (score >= config.min_score) & (score > rest) & (hands >= config.min_hands)
     start = np.array([s for s, _ in windows], np.int64)
     end = start + np.array([n for _, n in windows], np.int64)
-    keep = np.flatnonzero(win)
+    keep = np.flatnonzero((score >= config.min_score) & (score > rest))
     return Candidates(start[keep], end[keep], label[keep], score[keep], probs[keep])
 
 
@@ -255,9 +250,14 @@ def score_windows(
     if not windows:
         return Candidates.empty(classify.num_classes)
     idx = window_indices(windows, classify.num_frames) - offset
+    # Windows with too few hands in view cannot hold a sign: not classified at all.
+    seen = hand_share(arrays.get("landmark_mask"), classify.hand_columns, idx) >= config.min_hands
+    if not seen.any():
+        return Candidates.empty(classify.num_classes)
+    idx = idx[seen]
     probs = classify({name: arrays[name][idx] for name in classify.streams})
-    hands = hand_share(arrays.get("landmark_mask"), classify.hand_columns, idx)
-    return candidates(windows, probs, hands, classify.rest_ids, config)
+    kept = [w for w, ok in zip(windows, seen, strict=True) if ok]
+    return candidates(kept, probs, classify.rest_ids, config)
 
 
 def check_length(total: int, num_frames: int) -> None:

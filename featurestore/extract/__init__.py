@@ -14,6 +14,8 @@ _EXPORTS = {
     "DecodeError": "decode",
     "count_frames": "decode",
     "decode_clip": "decode",
+    "frame_rate": "decode",
+    "iter_frames": "decode",
     "DEFAULT_ENCODER": "defaults",
     "POOLINGS": "defaults",
     "PRESETS": "gemma",
