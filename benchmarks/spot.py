@@ -36,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import Row, parser, report  # noqa: E402
 from real_signs import StackedLSTM  # noqa: E402
-from spot_streams import REST, Score, Stream, make_stream  # noqa: E402
+from spot_streams import REST, Score, Stream, make_stream, straddles  # noqa: E402
 
 from featurestore import import_dataset, open_store  # noqa: E402
 from featurestore.importers.mpdata import Tree, parse_npy, scan, vectors_to_frames  # noqa: E402
@@ -178,14 +178,49 @@ def spot_lstm(model: StackedLSTM, glosses: list[str], stream: Stream) -> list[tu
 # -- one held-out recorder ------------------------------------------------------------------
 
 
+def write_negatives(
+    sequences: dict[tuple[str, str], np.ndarray],
+    recorders: dict[tuple[str, str], str],
+    held_out: str,
+    folder: Path,
+    per_recorder: int,
+) -> Path:
+    """Straddling windows of every training recorder as `-` sequences of an MP_Data tree
+    beside the data, and a recorders CSV that also names their recorder."""
+    rng = np.random.default_rng(2)
+    rows: list[tuple[str, str, str]] = []
+    tree = folder / "MP_Data" / REST
+    for person in sorted(set(recorders.values()) - {held_out}):
+        mine = [k for k, r in recorders.items() if r == person and k in sequences]
+        signs = [sequences[k] for k in mine if k[0] != REST]
+        rests = [sequences[k] for k in mine if k[0] == REST]
+        for i, window in enumerate(straddles(signs, rests, per_recorder, rng)):
+            name = f"straddle-{person}-{i}"
+            (tree / name).mkdir(parents=True, exist_ok=True)
+            for f, row in enumerate(window):
+                np.save(tree / name / f"{f}.npy", row)
+            rows.append((REST, name, person))
+    csv_path = folder / "recorders.csv"
+    with open(csv_path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["gloss", "sequence", "recorded_by"])
+        out.writerows([(g, n, r) for (g, n), r in recorders.items()] + rows)
+    return csv_path
+
+
 def run_recorder(held_out, sequences, recorders, data, work, args) -> dict:
     url = str(work / f"{held_out}.zarr")
+    sources, signers = [data], args.signers
+    if args.negatives:
+        extra = work / f"negatives-{held_out}"
+        signers = write_negatives(sequences, recorders, held_out, extra, args.negatives)
+        sources.append(extra / "MP_Data")
     import_dataset(  # a store already there is reused: committed sequences are skipped
         "mpdata",
-        [data],
+        sources,
         url,
         seed=0,
-        signers=args.signers,
+        signers=signers,
         test_signers=[held_out],
         progress=False,
     )
@@ -202,7 +237,7 @@ def run_recorder(held_out, sequences, recorders, data, work, args) -> dict:
     started = time.perf_counter()
     ckpt = work / f"run-{held_out}" / "best.pt"
     if not ckpt.exists():  # --work keeps runs: a rerun only spots
-        train_ours(url, ckpt.parent, 8 if args.quick else None)
+        train_ours(url, ckpt.parent, 8 if args.quick else args.epochs)
     classify = WindowClassifier(load_checkpoint(ckpt))
     trained = time.perf_counter() - started
     labels = {g: i for i, g in store.labels.items()}
@@ -247,6 +282,14 @@ def main() -> None:
     p.add_argument("--streams", type=int, help="streams per recorder (default 30; --quick 8)")
     p.add_argument("--signs", type=int, default=8, help="signs per stream")
     p.add_argument("--lstm-epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, help="ours: training epochs (default: asl-train's)")
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        help="also train ours on N windows per training recorder that straddle a sign's "
+        "end or start, as `-` (default 0: one run each did not show a gain)",
+    )
     p.add_argument("--work", help="keep the stores and runs here (a rerun reuses them)")
     args = p.parse_args()
     data = Path(args.data) if args.data else DEFAULT_DATA

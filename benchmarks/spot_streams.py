@@ -71,6 +71,33 @@ def make_stream(
     return Stream(np.concatenate(out).astype(np.float32), truth)
 
 
+def straddles(
+    signs: list[np.ndarray],
+    rests: list[np.ndarray],
+    count: int,
+    rng: np.random.Generator,
+    length: int = 20,
+    share: tuple[int, int] = (3, 9),
+) -> list[np.ndarray]:
+    """`count` windows of `length` frames that hold only the start or the end of a sign
+    (`share` frames of it), the rest being a rest (or, for a recorder with none, another
+    sign's other end): what a spotter's windows see off a sign, to be learned as no sign."""
+    out = []
+    for _ in range(count):
+        sign = signs[rng.integers(len(signs))]
+        other = (rests or signs)[rng.integers(len(rests or signs))]
+        k = int(rng.integers(share[0], share[1] + 1))
+        n = int(rng.integers(2, 6))
+        if rng.random() < 0.5:  # the end of the sign, then the other
+            part = sign[-k:]
+            out.append(np.concatenate([part, transition(part[-1], other[0], n), other])[:length])
+        else:  # the other, then the start of the sign
+            part = sign[:k]
+            window = np.concatenate([other, transition(other[-1], part[0], n), part])
+            out.append(window[-length:])
+    return out
+
+
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
