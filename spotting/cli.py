@@ -45,7 +45,14 @@ def parser() -> argparse.ArgumentParser:
         help="window lengths in seconds, around the training clips' durations (default: %(default)s)",
     )
     p.add_argument("--stride", type=int, default=d.stride, help="frames between windows")
-    p.add_argument("--min-score", type=float, default=d.min_score)
+    p.add_argument("--min-score", type=float, default=d.min_score, help="(default: %(default)s)")
+    p.add_argument(
+        "--min-hands",
+        type=float,
+        default=d.min_hands,
+        help="share of a window's frames with a hand in view for it to hold a sign "
+        "(default: %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="for the model and the Gemma encoder")
     return p
 
@@ -54,7 +61,12 @@ def config_for(args: argparse.Namespace, fps: float, num_frames: int) -> SpotCon
     """Window lengths in frames at this input's rate (never shorter than T... halved)."""
     seconds = [float(s) for s in str(args.window_s).split(",") if s.strip()]
     frames = sorted({max(num_frames // 2, round(s * fps)) for s in seconds})
-    return SpotConfig(window_frames=tuple(frames), stride=args.stride, min_score=args.min_score)
+    return SpotConfig(
+        window_frames=tuple(frames),
+        stride=args.stride,
+        min_score=args.min_score,
+        min_hands=args.min_hands,
+    )
 
 
 def output_path(option: str | None, path: Path, suffix: str, many: bool) -> Path | None:
