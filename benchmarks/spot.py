@@ -237,12 +237,12 @@ def run_recorder(held_out, sequences, recorders, data, work, args) -> dict:
     started = time.perf_counter()
     ckpt = work / f"run-{held_out}" / "best.pt"
     if not ckpt.exists():  # --work keeps runs: a rerun only spots
-        train_ours(url, ckpt.parent, 8 if args.quick else args.epochs)
+        train_ours(url, ckpt.parent, 5 if args.quick else args.epochs)
     classify = WindowClassifier(load_checkpoint(ckpt))
     trained = time.perf_counter() - started
     labels = {g: i for i, g in store.labels.items()}
     glosses = [store.labels[i] for i in range(len(store.labels))]
-    lstm = train_lstm(sequences, splits, labels, 20 if args.quick else args.lstm_epochs)
+    lstm = train_lstm(sequences, splits, labels, 10 if args.quick else args.lstm_epochs)
 
     ours, base = Score(), Score()
     for s in streams:

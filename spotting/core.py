@@ -45,8 +45,9 @@ class SpotConfig:
     """Frames between the starts of two windows of one length."""
     min_score: float = 0.5
     """A sign's probability must reach this for its window to be a candidate."""
-    overlap: float = 0.0
-    """Two candidates compete when they share more than this part of the shorter one."""
+    overlap: float = 0.2
+    """Two candidates compete when they share more than this part of the shorter one (a
+    long window that reaches a little into the next sign must not silence it)."""
     fuse_iou: float = 0.0
     """A peak is named and bounded by the candidates overlapping it by at least this IoU
     (0: all that overlap it; 1: by itself)."""
