@@ -5,8 +5,9 @@ sequences joined by that recorder's own `-` sequences and short interpolated tra
 For each held-out recorder that has `-` sequences (dmohazab, TheCamNelson; Alex recorded
 none), both models train on the other recorders and are scored on the held-out one's
 streams of the glosses they were trained on, in one run:
-- ours: `Trainer` with `asl-train`'s defaults (`--modalities landmarks`) on the store
-  `featurestore import mpdata` makes, then `spotting.spot` over the stream;
+- ours: `Trainer` with `asl-train`'s defaults (`--modalities landmarks`; `--epochs N` to
+  change) on the store `featurestore import mpdata` makes, then `spotting.spot` over the
+  stream: windows of 16, 20 and 24 frames (the sequences' 20, +-20%) every 4 frames;
 - baseline: the stacked LSTM of public repositories (benchmarks/real_signs.py) on the raw
   258-value vectors, run as their live loop runs it: a window of the last W frames (W = the
   training sequences' length, 20 here; 30 in the tutorial, whose data had 30), one
@@ -14,9 +15,10 @@ streams of the glosses they were trained on, in one run:
   is above 0.5 and it differs from the last word; `-` words are then dropped. A word's
   segment is the window it was appended on.
 Rows: WER of the gloss sequence and segment F1 (IoU >= 0.5, same gloss) per recorder and
-over both; frames/s of spotting a 60 s stream (1,800 frames) on 2 threads.
+over both; frames/s of spotting a 60 s stream (1,800 frames) on 2 threads. --quick: the
+first recorder only, 5 epochs, 8 streams.
 
-    python benchmarks/spot.py [--quick] [--json FILE] [--data MP_DATA_ZIP]
+    python benchmarks/spot.py [--quick] [--json FILE] [--epochs N] [--work DIR]
 """
 
 from __future__ import annotations
