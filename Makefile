@@ -37,7 +37,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 bench: $(STAMP)  ## all benchmarks at full size (QUICK=--quick: about a minute each)
-	for b in benchmarks/store_io.py benchmarks/extract.py benchmarks/train_loader.py benchmarks/serve_load.py benchmarks/import_landmarks.py benchmarks/real_signs.py; do \
+	for b in benchmarks/store_io.py benchmarks/extract.py benchmarks/train_loader.py benchmarks/serve_load.py benchmarks/import_landmarks.py benchmarks/real_signs.py benchmarks/spot.py; do \
 		[ -f $$b ] && $(BIN)/python $$b $(QUICK) || true; done
 
 clean:  ## remove the demo output and caches (keeps .venv)

@@ -16,6 +16,8 @@ _EXPORTS = {
     "DecodeError": "decode",
     "count_frames": "decode",
     "decode_clip": "decode",
+    "frame_rate": "decode",
+    "iter_frames": "decode",
     "open_clip": "decode",
     "DEFAULT_ENCODER": "defaults",
     "POOLINGS": "defaults",

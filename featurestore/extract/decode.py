@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import numpy as np
 
 from ..sampling import resolve_range, sample_indices
 
-__all__ = ["Clip", "DecodeError", "decode_clip", "count_frames", "open_clip"]
+__all__ = [
+    "Clip",
+    "DecodeError",
+    "decode_clip",
+    "count_frames",
+    "frame_rate",
+    "iter_frames",
+    "open_clip",
+]
 
 #: Decoders check a frame's size with its width rounded up to their stride alignment (up
 #: to 64 pixels), so their limit leaves room for that.
@@ -181,3 +190,37 @@ def decode_clip(
             break
         total = decoded
     raise DecodeError(path, "no_frames", "no decodable frames")
+
+
+def frame_rate(path: str | Path) -> float:
+    """Frames a second the container declares (25 where it declares none)."""
+    path = Path(path)
+    with open_clip(path) as container:
+        stream = container.streams.video[0]
+        return float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+
+
+def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarray]:
+    """Every frame of a long recording in order, upright RGB, one at a time (memory does not
+    grow with its length); with ``fps``, about that many a second (never more than it has).
+
+    A damaged tail ends the frames; a file that is missing or not a video raises DecodeError.
+    """
+    path = Path(path)
+    rate = frame_rate(path) if fps else 0.0
+    step = 1.0 / fps if fps and fps < rate else 0.0
+    due, size, index = 0.0, None, 0
+    with open_clip(path) as container:
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                at = frame.time if frame.time is not None else index / (rate or 25.0)
+                index += 1
+                if step and at + 1e-6 < due:
+                    continue
+                due = (due if due else at) + step
+                if size is None:  # later frames follow the first one's size
+                    size = (frame.width, frame.height)
+                yield _upright(frame, size)
+        except av.FFmpegError:
+            return

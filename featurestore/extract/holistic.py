@@ -67,6 +67,23 @@ class LandmarkExtractor:
             self.frames_processed += 1
         return points, mask
 
+    def track(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame of a continuous recording, tracked from the frames before it (no reset:
+        call `reset` between recordings): landmarks (K, 3) and mask (P,)."""
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        sizes = self.layout["sizes"]
+        points = np.zeros((sum(sizes), 3), np.float32)
+        mask = np.zeros(len(sizes), bool)
+        self._fill(self._holistic.process(np.ascontiguousarray(frame)), points, mask)
+        self.frames_processed += 1
+        return points, mask
+
+    def reset(self) -> None:
+        """Forget the tracked person: the next frame starts a new recording."""
+        self._holistic.reset()
+
     def _fill(self, result: object, points: np.ndarray, mask: np.ndarray) -> None:
         offset = 0
         for p, (name, size) in enumerate(

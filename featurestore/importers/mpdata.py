@@ -21,7 +21,7 @@ import numpy as np
 
 from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
-__all__ = ["scan", "WIDTHS", "parse_npy"]
+__all__ = ["scan", "WIDTHS", "parse_npy", "read_sequence", "vectors_to_frames"]
 
 #: Values per frame -> where each part starts and how wide a point is.
 WIDTHS = {
@@ -198,30 +198,52 @@ def vectors_to_frames(vectors: np.ndarray, face: bool, where: str) -> dict[str, 
     return holistic_frames(parts, present, face, where)
 
 
+def _vectors(tree: Tree, files: list[str]) -> np.ndarray:
+    """The frames' vectors in order, (F, width) float32; every frame one width of WIDTHS."""
+    rows, width = [], None
+    for f in files:
+        raw = tree.read(f)
+        try:
+            vec = parse_npy(raw)
+        except BadInput as exc:
+            raise BadInput(f"{tree.where(f)}{exc}") from None
+        if vec.ndim != 1 or vec.shape[0] not in WIDTHS:
+            raise BadInput(
+                f"{tree.where(f)}: frame has shape {vec.shape}, expected one vector of "
+                f"{', '.join(map(str, WIDTHS))} values"
+            )
+        if width is not None and vec.shape[0] != width:
+            raise BadInput(f"{tree.where(f)}: {vec.shape[0]} values, earlier frames {width}")
+        width = vec.shape[0]
+        rows.append(vec)
+    return np.stack(rows).astype(np.float32)
+
+
 def _loader(trees: dict[str, Tree], face: bool):
     def load(item: Item) -> Loaded:
         tree = trees[item.source]
-        rows, width = [], None
-        for f in item.ref:
-            raw = tree.read(f)
-            try:
-                vec = parse_npy(raw)
-            except BadInput as exc:
-                raise BadInput(f"{tree.where(f)}{exc}") from None
-            if vec.ndim != 1 or vec.shape[0] not in WIDTHS:
-                raise BadInput(
-                    f"{tree.where(f)}: frame has shape {vec.shape}, expected one vector of "
-                    f"{', '.join(map(str, WIDTHS))} values"
-                )
-            if width is not None and vec.shape[0] != width:
-                raise BadInput(f"{tree.where(f)}: {vec.shape[0]} values, earlier frames {width}")
-            width = vec.shape[0]
-            rows.append(vec)
-        vectors = np.stack(rows).astype(np.float32)
+        vectors = _vectors(tree, item.ref)
         where = tree.where("/".join((*tree.root, item.member)))
-        return Loaded(vectors_to_frames(vectors, face, where), str(width))
+        return Loaded(vectors_to_frames(vectors, face, where), str(vectors.shape[1]))
 
     return load
+
+
+def read_sequence(folder: str | Path, face: bool = False) -> Loaded:
+    """One ``<sequence>/`` folder of ``<frame>.npy`` files (frames in numeric order), as the
+    import loads each sequence of a tree; BadInput names the folder when it holds none."""
+    tree = Tree(str(folder))
+    try:
+        files = sorted(
+            (f for f, parts in tree.files if len(parts) == 1 and f.lower().endswith(".npy")),
+            key=_frame_order,
+        )
+        if not files:
+            raise BadInput(f"{folder}: no <frame>.npy files in the folder")
+        vectors = _vectors(tree, files)
+        return Loaded(vectors_to_frames(vectors, face, str(folder)), str(vectors.shape[1]))
+    finally:
+        tree.close()
 
 
 def scan(sources: list[str], *, face: bool = False) -> Scan:

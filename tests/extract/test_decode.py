@@ -176,3 +176,16 @@ def test_a_stream_whose_frames_grow_midway_stops_before_the_large_ones(tmp_path)
     assert clip.frames.shape[1:] == (32, 32, 3)
     assert 0 < clip.total_frames < 16
     assert set(frame_indices(clip.frames)) <= set(range(12))
+
+
+def test_iter_frames_reads_every_frame_in_order_or_about_fps_a_second(tmp_path):
+    from featurestore.extract import frame_rate, iter_frames
+
+    path = tmp_path / "long.mp4"
+    write_video(path, indexed_frames(30), fps=30)
+    assert frame_rate(path) == 30.0
+    every = np.stack(list(iter_frames(path)))
+    assert list(frame_indices(every)) == list(range(30))
+    tenth = np.stack(list(iter_frames(path, fps=10)))
+    assert list(frame_indices(tenth)) == list(range(0, 30, 3))
+    assert len(list(iter_frames(path, fps=60))) == 30  # never more than the clip has
