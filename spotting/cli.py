@@ -13,12 +13,9 @@ from pathlib import Path
 
 from model import CheckpointError, load_checkpoint
 from spotting.classify import SpotError, WindowClassifier
-from spotting.core import SpotConfig, spot
+from spotting.core import DEFAULT_WINDOW_S, SpotConfig, parse_seconds, spot, window_lengths
 from spotting.inputs import add_gemma, is_landmarks, read_input
 from spotting.writers import to_eaf, to_json, to_vtt
-
-#: Default window lengths: about the durations of isolated-sign training clips.
-DEFAULT_WINDOW_S = (0.8, 1.2, 1.8, 2.7)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,10 +56,8 @@ def parser() -> argparse.ArgumentParser:
 
 def config_for(args: argparse.Namespace, fps: float, num_frames: int) -> SpotConfig:
     """Window lengths in frames at this input's rate (never shorter than T... halved)."""
-    seconds = [float(s) for s in str(args.window_s).split(",") if s.strip()]
-    frames = sorted({max(num_frames // 2, round(s * fps)) for s in seconds})
     return SpotConfig(
-        window_frames=tuple(frames),
+        window_frames=window_lengths(parse_seconds(str(args.window_s)), fps, num_frames),
         stride=args.stride,
         min_score=args.min_score,
         min_hands=args.min_hands,

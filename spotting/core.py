@@ -18,6 +18,11 @@ import numpy as np
 
 from featurestore.sampling import sample_indices
 
+#: Window lengths in seconds: about the durations of isolated-sign training clips.
+DEFAULT_WINDOW_S = (0.8, 1.2, 1.8, 2.7)
+#: Windows classified in one pass over a recording (bounds the resampled frames held).
+WINDOWS_PER_PASS = 2048
+
 
 class Classifier(Protocol):
     """What spotting needs of a model (`classify.WindowClassifier` is one)."""
@@ -178,15 +183,27 @@ def candidates(
 
 
 def peaks(c: Candidates, overlap: float) -> np.ndarray:
-    """Bool mask of the candidates no competitor beats (ties go to the earlier, shorter)."""
+    """Bool mask of the candidates no competitor beats (ties go to the earlier, shorter).
+    Only candidates that overlap can compete: each is compared with those starting within
+    the longest window before its end, so a long recording costs linear time."""
     keep = np.ones(len(c), bool)
+    if not len(c):
+        return keep
+    order = np.argsort(c.start, kind="stable")
+    starts = c.start[order]
+    longest = int((c.end - c.start).max())
     for i in range(len(c)):
-        shared = np.minimum(c.end, c.end[i]) - np.maximum(c.start, c.start[i])
-        shorter = np.minimum(c.end - c.start, c.end[i] - c.start[i])
-        rivals = shared > overlap * shorter
-        rivals[i] = False
-        better = (c.score > c.score[i]) | (
-            (c.score == c.score[i]) & ((c.start < c.start[i]) | (c.end < c.end[i]))
+        near = order[
+            np.searchsorted(starts, c.start[i] - longest, "right") : np.searchsorted(
+                starts, c.end[i], "left"
+            )
+        ]
+        shared = np.minimum(c.end[near], c.end[i]) - np.maximum(c.start[near], c.start[i])
+        shorter = np.minimum(c.end[near] - c.start[near], c.end[i] - c.start[i])
+        rivals = (shared > overlap * shorter) & (near != i)
+        s = c.score[near]
+        better = (s > c.score[i]) | (
+            (s == c.score[i]) & ((c.start[near] < c.start[i]) | (c.end[near] < c.end[i]))
         )
         keep[i] = not (rivals & better).any()
     return keep
@@ -239,6 +256,28 @@ def segments(c: Candidates, classify: Classifier, fps: float, top_k: int) -> lis
     return out
 
 
+def classify_windows(
+    classify: Classifier,
+    arrays: dict[str, np.ndarray],
+    windows: list[tuple[int, int]],
+    offset: int = 0,
+    config: SpotConfig | None = None,
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The windows (absolute frames) of `arrays`, whose row 0 is frame `offset`, that have
+    hands enough in view, and their (W, num_classes) probabilities."""
+    config = config or SpotConfig()
+    if not windows:
+        return [], np.zeros((0, classify.num_classes), np.float32)
+    idx = window_indices(windows, classify.num_frames) - offset
+    # Windows with too few hands in view cannot hold a sign: not classified at all.
+    seen = hand_share(arrays.get("landmark_mask"), classify.hand_columns, idx) >= config.min_hands
+    if not seen.any():
+        return [], np.zeros((0, classify.num_classes), np.float32)
+    idx = idx[seen]
+    probs = classify({name: arrays[name][idx] for name in classify.streams})
+    return [w for w, ok in zip(windows, seen, strict=True) if ok], probs
+
+
 def score_windows(
     classify: Classifier,
     arrays: dict[str, np.ndarray],
@@ -248,16 +287,9 @@ def score_windows(
 ) -> Candidates:
     """Classify `windows` (absolute frames) of `arrays`, whose row 0 is frame `offset`."""
     config = config or SpotConfig()
-    if not windows:
+    kept, probs = classify_windows(classify, arrays, windows, offset, config)
+    if not kept:
         return Candidates.empty(classify.num_classes)
-    idx = window_indices(windows, classify.num_frames) - offset
-    # Windows with too few hands in view cannot hold a sign: not classified at all.
-    seen = hand_share(arrays.get("landmark_mask"), classify.hand_columns, idx) >= config.min_hands
-    if not seen.any():
-        return Candidates.empty(classify.num_classes)
-    idx = idx[seen]
-    probs = classify({name: arrays[name][idx] for name in classify.streams})
-    kept = [w for w, ok in zip(windows, seen, strict=True) if ok]
     return candidates(kept, probs, classify.rest_ids, config)
 
 
@@ -276,8 +308,33 @@ def spot(
     total = len(arrays[classify.streams[0]])
     check_length(total, classify.num_frames)
     windows = grid(config.window_frames, config.stride, total, True, {})
-    found = score_windows(classify, arrays, windows, 0, config)
+    # A pass at a time: the windows' resampled frames of a long recording never all at once.
+    found = Candidates.concat(
+        [Candidates.empty(classify.num_classes)]
+        + [
+            score_windows(classify, arrays, windows[at : at + WINDOWS_PER_PASS], 0, config)
+            for at in range(0, len(windows), WINDOWS_PER_PASS)
+        ]
+    )
     if not len(found):
         return SpotResult(fps, total, [])
     chosen = fuse(found, peaks(found, config.overlap), config.fuse_iou)
     return SpotResult(fps, total, segments(chosen, classify, fps, config.top_k))
+
+
+def window_lengths(seconds: tuple[float, ...], fps: float, num_frames: int) -> tuple[int, ...]:
+    """Window lengths in frames at `fps` for lengths in seconds (none shorter than T/2)."""
+    return tuple(sorted({max(num_frames // 2, round(s * fps)) for s in seconds}))
+
+
+def parse_seconds(text: str) -> tuple[float, ...]:
+    """ "0.8,1.2" -> (0.8, 1.2); ValueError naming what is wrong (empty, not a number, <= 0)."""
+    try:
+        seconds = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"window lengths must be seconds separated by commas, got {text!r}"
+        ) from None
+    if not seconds or any(not 0 < s < 3600 for s in seconds):
+        raise ValueError(f"window lengths must be seconds above 0, got {text!r}")
+    return seconds

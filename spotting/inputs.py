@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.importers.scan import BadInput
 from featurestore.importers.mpdata import WIDTHS, read_sequence, vectors_to_frames
 from featurestore.importers.pose import scan as scan_pose
+from featurestore.importers.scan import BadInput
 from featurestore.importers.seed_npy import SEED_WIDTH, seed_landmarks
 from model import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, fingerprint_diff
 from spotting.classify import SpotError, WindowClassifier
@@ -98,9 +98,15 @@ def check_streams(path: Path, classify: WindowClassifier) -> None:
         )
 
 
-def read_input(path: str | Path, classify: WindowClassifier, fps: float | None = None) -> Recording:
-    """The landmark streams of one INPUT, frame by frame, checked for what spotting needs.
-    A video's Gemma features come after (`add_gemma`), once windows are laid at its rate."""
+def read_input(
+    path: str | Path,
+    classify: WindowClassifier,
+    fps: float | None = None,
+    max_pixels: int | None = None,
+) -> Recording:
+    """The landmark streams of one INPUT, frame by frame, checked for what spotting needs
+    (a video's frames held to `max_pixels`). A video's Gemma features come after
+    (`add_gemma`), once windows are laid at its rate."""
     path = Path(path)
     if not path.exists():
         raise SpotError(f"{path}: no such file or folder")
@@ -108,7 +114,7 @@ def read_input(path: str | Path, classify: WindowClassifier, fps: float | None =
     rec = (
         read_landmarks(path, classify.face, fps)
         if is_landmarks(path)
-        else read_video(path, classify.face, fps)
+        else read_video(path, classify.face, fps, max_pixels)
     )
     if not rec.arrays[LANDMARK_MASK_STREAM].any() and classify.uses_landmarks:
         raise SpotError(f"{path}: no signer in view (no pose and no hands in any frame)")
@@ -120,14 +126,16 @@ def read_input(path: str | Path, classify: WindowClassifier, fps: float | None =
     return rec
 
 
-def read_video(path: Path, face: bool, fps: float | None) -> Recording:
+def read_video(
+    path: Path, face: bool, fps: float | None, max_pixels: int | None = None
+) -> Recording:
     """Landmarks over every frame at `fps` (default the video's, at most 30), tracked."""
     from featurestore.extract import DecodeError, frame_rate
 
     try:
         native = frame_rate(path)
         rate = min(fps, native) if fps else min(native, MAX_VIDEO_FPS)
-        arrays = _video_landmarks(path, rate, face)
+        arrays = _video_landmarks(path, rate, face, max_pixels)
     except DecodeError as exc:
         raise SpotError(str(exc)) from None
     if not len(arrays[LANDMARKS_STREAM]):
@@ -135,27 +143,40 @@ def read_video(path: Path, face: bool, fps: float | None) -> Recording:
     return Recording(str(path), rate, arrays)
 
 
-def add_gemma(rec: Recording, classify: WindowClassifier, config: SpotConfig, device: str) -> None:
+def add_gemma(
+    rec: Recording,
+    classify: WindowClassifier,
+    config: SpotConfig,
+    device: str,
+    encoder=None,
+    max_pixels: int | None = None,
+    batch: int | None = None,
+) -> None:
     """Gemma features of the video's frames that `config`'s windows read, when the
-    checkpoint reads them (a second decoding pass, a batch of frames in memory at a time)."""
+    checkpoint reads them (a second decoding pass, a batch of frames in memory at a time:
+    `batch`, default the encoder's), by `encoder` (default: the checkpoint's own, loaded
+    here)."""
     from featurestore.extract import DecodeError
 
     if not classify.uses_gemma:
         return
     try:
+        encoder = encoder or load_checkpoint_encoder(classify, device)
         rec.arrays[GEMMA_STREAM] = _video_gemma(
-            Path(rec.path), rec.fps, rec.frames, classify, config, device
+            Path(rec.path), rec.fps, rec.frames, classify, config, encoder, max_pixels, batch
         )
     except DecodeError as exc:
         raise SpotError(str(exc)) from None
 
 
-def _video_landmarks(path: Path, fps: float, face: bool) -> dict[str, np.ndarray]:
+def _video_landmarks(
+    path: Path, fps: float, face: bool, max_pixels: int | None
+) -> dict[str, np.ndarray]:
     from featurestore.extract import LandmarkExtractor, iter_frames
 
     points, masks = [], []
     with LandmarkExtractor(face=face) as holistic:
-        for frame in iter_frames(path, fps):
+        for frame in iter_frames(path, fps, max_pixels):
             p, m = holistic.track(frame)
             points.append(p)
             masks.append(m)
@@ -173,24 +194,25 @@ def _video_gemma(
     frames: int,
     classify: WindowClassifier,
     config: SpotConfig,
-    device: str,
+    encoder,
+    max_pixels: int | None,
+    batch_size: int | None,
 ) -> np.ndarray:
-    """(frames, D) float16 features (as stores keep them), computed for the frames windows read (zeros elsewhere),
-    a batch of frames in memory at a time."""
+    """(frames, D) float16 features (as stores keep them), computed for the frames windows
+    read (zeros elsewhere), a batch of frames in memory at a time."""
     from featurestore.extract import iter_frames
 
-    encoder = load_checkpoint_encoder(classify, device)
     wanted = set(used_frames(frames, classify.num_frames, config).tolist())
     out = np.zeros((frames, encoder.feature_dim), np.float16)
     batch: list[np.ndarray] = []
     rows: list[int] = []
-    for index, frame in enumerate(iter_frames(path, fps)):
+    for index, frame in enumerate(iter_frames(path, fps, max_pixels)):
         if index >= frames:
             break
         if index in wanted:
             batch.append(frame)
             rows.append(index)
-        if len(batch) == encoder.batch_size:
+        if len(batch) == (batch_size or encoder.batch_size):
             out[rows] = encoder.encode(np.stack(batch))
             batch, rows = [], []
     if batch:

@@ -16,10 +16,11 @@ from spotting.core import (
     Classifier,
     Segment,
     SpotConfig,
+    candidates,
+    classify_windows,
     fuse,
     grid,
     peaks,
-    score_windows,
 )
 from spotting.core import segments as to_segments
 
@@ -38,11 +39,20 @@ class LiveSpotter:
         self._first = {n: 0 for n in config.window_frames}
         self._pool = Candidates.empty(classify.num_classes)
         self._decided = np.zeros(0, bool)
+        self.latest: tuple[int, int, np.ndarray] | None = None
+        """(start, end, probabilities) of the newest window classified (the one ending last,
+        the longest of those): what the model makes of the frames just seen; None when the
+        windows last laid had too few hands in view to be classified."""
 
     @property
     def buffered(self) -> int:
         """Frames held now (bounded by the longest window and the stride)."""
         return 0 if not self._buffer else len(next(iter(self._buffer.values())))
+
+    @property
+    def open(self) -> bool:
+        """Frames have come since the start or the last `finish`."""
+        return self.total > self._origin
 
     def push(self, arrays: dict[str, np.ndarray]) -> list[Segment]:
         """Add frames (each stream frames first) and return the segments now decided."""
@@ -86,7 +96,16 @@ class LiveSpotter:
     def _add(self, windows: list[tuple[int, int]]) -> None:
         if not windows:
             return
-        found = score_windows(self.classify, self._buffer, windows, self._offset, self.config)
+        kept, probs = classify_windows(
+            self.classify, self._buffer, windows, self._offset, self.config
+        )
+        if not kept:
+            self.latest = None
+            return
+        newest = max(range(len(kept)), key=lambda i: (sum(kept[i]), kept[i][1]))
+        start, length = kept[newest]
+        self.latest = (start, start + length, probs[newest])
+        found = candidates(kept, probs, self.classify.rest_ids, self.config)
         self._pool = Candidates.concat([self._pool, found])
         self._decided = np.concatenate([self._decided, np.zeros(len(found), bool)])
 

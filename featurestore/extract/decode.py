@@ -200,9 +200,12 @@ def frame_rate(path: str | Path) -> float:
         return float(stream.average_rate or stream.guessed_rate or 0) or 25.0
 
 
-def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | Path, fps: float | None = None, max_pixels: int | None = None
+) -> Iterator[np.ndarray]:
     """Every frame of a long recording in order, upright RGB, one at a time (memory does not
-    grow with its length); with ``fps``, about that many a second (never more than it has).
+    grow with its length); with ``fps``, about that many a second (never more than it has);
+    with ``max_pixels``, frames held to that size as `open_clip` holds them.
 
     A damaged tail ends the frames; a file that is missing or not a video raises DecodeError.
     """
@@ -210,7 +213,7 @@ def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarr
     rate = frame_rate(path) if fps else 0.0
     step = 1.0 / fps if fps and fps < rate else 0.0
     due, size, index = 0.0, None, 0
-    with open_clip(path) as container:
+    with open_clip(path, max_pixels) as container:
         stream = container.streams.video[0]
         try:
             for frame in container.decode(stream):
