@@ -14,7 +14,7 @@ from model import Checkpoint
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
-from .routes import health, info, page, predict, stream, videos
+from .routes import health, info, page, predict, spot, stream, videos
 from .security import require_api_key
 from .settings import Settings
 from .state import build_state, check_match, open_resources
@@ -109,7 +109,8 @@ def create_app(
     checks = [*secured, Depends(reject_unknown_query)]
     # Routes are matched in order, router by router: the busiest first (lookups,
     # predictions), which takes 5-10% off a cached lookup's time in Python.
-    for router in (videos.router, predict.build_router(settings), info.router):
+    routers = (videos.router, predict.build_router(settings), spot.build_router(settings))
+    for router in (*routers, info.router):
         app.include_router(router, dependencies=checks)
     app.include_router(health.router)
     app.include_router(stream.router)  # checks its key itself: ?api_key= or X-API-Key
@@ -121,7 +122,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
-        limits={"/v1/predict/video": upload_limit},
+        limits={"/v1/predict/video": upload_limit, "/v1/spot": upload_limit},
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
     return app

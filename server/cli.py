@@ -38,10 +38,17 @@ OPTIONS = [
     ("--max-clip-seconds", "max_clip_seconds", float, "longest clip (default 30)"),
     ("--max-upload-pixels", "max_upload_pixels", int, "largest upload frame, pixels (1920*1920)"),
     ("--upload-memory-mb", "upload_memory_mb", float, "MB queued uploads may take (4096)"),
+    ("--max-spot-seconds", "max_spot_seconds", float, "longest recording to spot (default 600)"),
+    ("--spot-window-s", "spot_window_s", str, "spotting windows, s (0.8,1.2,1.8,2.7)"),
+    ("--spot-min-score", "spot_min_score", float, "spotting: a sign's least probability (0.5)"),
+    ("--spot-min-hands", "spot_min_hands", float, "spotting: share of frames with hands (0.5)"),
     ("--torch-threads", "torch_threads", int, "torch intra-op threads"),
     ("--max-streams", "max_streams", int, "concurrent /v1/stream connections (default 8)"),
     ("--stream-every", "stream_every", int, "live frames per prediction (default 4)"),
     ("--stream-idle-seconds", "stream_idle_seconds", float, "close a silent stream after (60)"),
+    ("--stream-fps", "stream_fps", float, "live frames/s when the client gives none (10)"),
+    ("--stream-queue-frames", "stream_queue_frames", int, "live frames waiting at most (64)"),
+    ("--stream-finish-seconds", "stream_finish_seconds", float, "decide after N s quiet (1)"),
 ]
 
 

@@ -44,12 +44,43 @@ class Settings(BaseSettings):
         4096.0, gt=0, description="Memory the queued uploads may take, each at its most."
     )
 
+    max_spot_seconds: float = Field(
+        600.0, gt=0, description="Longest recording /v1/spot takes (video or landmark file)."
+    )
+    spot_window_s: str = Field(
+        "0.8,1.2,1.8,2.7",
+        description="Spotting window lengths in seconds, around the training clips' durations.",
+    )
+    spot_min_score: float = Field(
+        0.5, ge=0, le=1, description="A sign's probability for a window to be a candidate."
+    )
+    spot_min_hands: float = Field(
+        0.5, ge=0, le=1, description="Share of a window's frames with a hand in view."
+    )
+
     max_streams: int = Field(8, ge=0, description="Concurrent /v1/stream connections.")
     stream_every: int = Field(4, ge=1, description="Live frames between two predictions.")
+    stream_fps: float = Field(
+        10.0, gt=0, le=60, description="Live frames a second, when the client does not say."
+    )
+    stream_queue_frames: int = Field(
+        64, ge=1, description="Live frames waiting to be processed; beyond, the oldest is dropped."
+    )
+    stream_finish_seconds: float = Field(
+        1.0, gt=0, description="Decide on the frames held when none came for this long."
+    )
     max_frame_bytes: int = Field(1024 * 1024, ge=1, description="Largest live JPEG frame.")
     stream_idle_seconds: float = Field(
         60.0, gt=0, description="Close a live stream that sends no frame for this long."
     )
+
+    @field_validator("spot_window_s")
+    @classmethod
+    def _seconds(cls, value: str) -> str:
+        from spotting.core import parse_seconds
+
+        parse_seconds(value)  # ValueError: a clear line at start-up, not at the first request
+        return value
 
     @field_validator("store", "checkpoint", "api_key", mode="before")
     @classmethod

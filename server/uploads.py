@@ -20,9 +20,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from featurestore.extract import Clip, ClipExtractor, LandmarkExtractor
 
 log = logging.getLogger("server")
+T = TypeVar("T")
 
 #: Declared part types we try to decode; anything else (text, images, JSON) is 415.
 ACCEPTED_TYPES = ("video/", "application/octet-stream", "application/mp4", "application/x-matroska")
@@ -58,10 +60,10 @@ def check_content_type(content_type: str | None) -> None:
         raise HTTPException(415, f"expected a video file, got content type {content_type!r}")
 
 
-def save_upload(src: BinaryIO) -> str:
+def save_upload(src: BinaryIO, suffix: str = ".video") -> str:
     """Copy the (already size-limited) upload to a temp file; the client's filename is
-    never used for the path."""
-    fd, path = tempfile.mkstemp(prefix="asl-upload-", suffix=".video")
+    never used for the path (only `suffix`, one of ours, says what it holds)."""
+    fd, path = tempfile.mkstemp(prefix="asl-upload-", suffix=suffix)
     with os.fdopen(fd, "wb") as dst:
         src.seek(0)
         shutil.copyfileobj(src, dst, 1024 * 1024)
@@ -146,16 +148,26 @@ class UploadExtractor:
 
     async def extract(self, path: str, details: bool = False) -> Extracted:
         """Features of one clip as a batch of one, keyed by stream, with stage timings."""
-        # While the encoder loads, uploads queue behind the load on the same thread.
+        return await self.run(self._extract_sync, path, details)
+
+    async def run(self, job: Callable[..., T], *args: Any) -> T:
+        """`job(*args)` on the extraction thread, as one of the uploads let in: 503 when as
+        many wait as the memory budget allows. While the encoder loads, jobs queue behind
+        the load on the same thread."""
         self.check_available()
         if self._pending >= self.queue_limit:
             raise HTTPException(503, "busy: too many uploads waiting for extraction; retry later")
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._extract_sync, path, details)
+            return await loop.run_in_executor(self._executor, job, *args)
         finally:
             self._pending -= 1
+
+    @property
+    def encoder(self) -> Any:
+        """The encoder of the feature set uploads get (None: not loaded, or none)."""
+        return None if self._extractor is None else self._extractor.encoder
 
     def check_available(self) -> None:
         if self.status not in ("ready", "loading"):
@@ -182,9 +194,9 @@ class UploadExtractor:
             out.details = clip_details(path, clip, arrays, self._extractor.layout)
         return out
 
-    def check_header(self, path: str) -> None:
-        """413 for a clip whose frames or length are over the limits, from its header and
-        packets, before a frame is decoded."""
+    def check_header(self, path: str, max_seconds: float | None = None) -> None:
+        """413 for a clip whose frames or length are over the limits (`max_seconds`,
+        default the clip limit), from its header and packets, before a frame is decoded."""
         s = self.settings
         header = probe_clip(path, s.max_upload_pixels)
         need = extraction_bytes(header.pixels, header.picture_bytes, self.store.schema.num_frames)
@@ -195,9 +207,10 @@ class UploadExtractor:
                 f"{need / MB:.0f} MB to decode; the most an upload may take is "
                 f"{self.upload_peak / MB:.0f} MB: send it smaller or in 8-bit 4:2:0",
             )
-        if header.seconds > s.max_clip_seconds:
+        limit = s.max_clip_seconds if max_seconds is None else max_seconds
+        if header.seconds > limit:
             raise HTTPException(
-                413, f"clip is {header.seconds:.1f} s long; the limit is {s.max_clip_seconds} s"
+                413, f"clip is {header.seconds:.1f} s long; the limit is {limit:g} s"
             )
 
     def _features(self, frames: np.ndarray, timings: dict[str, float]) -> dict[str, np.ndarray]:

@@ -1,12 +1,11 @@
-"""Live recognition over a WebSocket: camera frames in (one JPEG per binary message),
-top-k out (JSON text messages) over a sliding window of the last T frames.
+"""Live recognition over a WebSocket: camera frames in (one JPEG per binary message), the
+signs found and a running top-k out (JSON text messages).
 
 Each frame becomes one row of every store stream (the encoder and MediaPipe Holistic, as
-uploads are extracted) on the extraction thread, never on the event loop. A connection
-holds at most T rows and one waiting frame: a frame that arrives while the one before it
-waits replaces it (counted in `dropped`), so a slow model drops old frames instead of
-queueing them. Every `every` processed frames the window goes through the model (shared
-micro-batcher with the HTTP routes) and a prediction message goes out.
+uploads are extracted) on the extraction thread, never on the event loop, and goes to
+the spotter that asl-spot and `POST /v1/spot` run (`server/live.py`): a `segment`
+message when a sign ends, a `prediction` every `every` frames, a `pause` when the client
+has sent nothing for `stream_finish_seconds` and the spotter decided on what it held.
 
 Every frame gets an answer: a frame that fails to decode or to process gets an error
 message and the stream goes on. A stream that sends no frame for `stream_idle_seconds` is
@@ -17,23 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
+import math
 import secrets
-import time
-from collections import deque
-from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
-from PIL import Image
 from starlette.websockets import WebSocketState
 
-from featurestore import LANDMARK_MASK_STREAM
-from featurestore.sampling import sample_indices
+from spotting import LiveSpotter
 
+from ..live import Session, process_frames, send
 from ..logs import redact
-from ..predictor import PredictJob
+from ..spotter import live_stride, served_classifier, spot_config
 from ..state import ServingState
 
 router = APIRouter(tags=["stream"])
@@ -48,73 +42,8 @@ CLOSE_UNAVAILABLE = 1011
 CLOSE_IDLE = 1001
 #: A close frame's reason is at most 123 bytes of UTF-8.
 MAX_REASON_BYTES = 123
-#: Largest frame accepted, in pixels (a webcam frame is far smaller).
-MAX_PIXELS = 1920 * 1920
-#: Image formats a frame may be in; Pillow's other decoders are never reached.
-FRAME_FORMATS = ("JPEG", "PNG", "WEBP")
-
-
-class BadFrame(ValueError):
-    """A binary message that is not a usable image."""
-
-
-def decode_frame(data: bytes) -> np.ndarray:
-    """JPEG (or PNG, WebP) bytes -> uint8 RGB (H, W, 3); BadFrame for anything else."""
-    try:
-        with Image.open(io.BytesIO(data), formats=FRAME_FORMATS) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise BadFrame(f"frame is {image.width}x{image.height}; at most {MAX_PIXELS} px")
-            return np.array(image.convert("RGB"))  # writable: torch takes it as is
-    except BadFrame:
-        raise
-    except Image.DecompressionBombError as exc:  # its header alone is over Pillow's limit
-        raise BadFrame(f"frame is too large: {exc}") from None
-    except Exception as exc:  # hostile bytes make Pillow's decoders raise all kinds
-        raise BadFrame(f"not a JPEG image ({type(exc).__name__}: {exc})") from None
-
-
-@dataclass
-class Session:
-    """One connection's state: bounded by T rows and one waiting frame."""
-
-    num_frames: int
-    every: int
-    top_k: int
-    window: deque = field(init=False)
-    pending: tuple[int, float, bytes] | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    received: int = 0
-    processed: int = 0
-    dropped: int = 0
-    active: float = 0.0
-    """Loop time of the last frame received or finished: the idle clock starts there."""
-    working: bool = False
-    """A frame is being decoded, extracted or predicted."""
-
-    def __post_init__(self) -> None:
-        self.window = deque(maxlen=self.num_frames)  # (seq, {stream: row})
-
-    def offer(self, data: bytes) -> None:
-        """The newest frame waits; the one it replaces is dropped."""
-        self.received += 1
-        if self.pending is not None:
-            self.dropped += 1
-        self.pending = (self.received, time.perf_counter(), data)
-        self.wake.set()
-
-    @property
-    def busy(self) -> bool:
-        return self.working or self.pending is not None
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The window as a batch of one, T frames sampled as a short clip is."""
-        idx, _ = sample_indices(len(self.window), self.num_frames)
-        rows = [self.window[i][1] for i in idx]
-        return {s: np.stack([r[s] for r in rows])[None] for s in rows[0]}
-
-    def stats(self) -> dict:
-        return {"received": self.received, "processed": self.processed, "dropped": self.dropped}
+#: Query parameters a stream takes.
+PARAMS = {"api_key", "top_k", "every", "fps"}
 
 
 def key_problem(ws: WebSocket) -> str | None:
@@ -142,6 +71,20 @@ def int_param(ws: WebSocket, name: str, default: int, low: int, high: int) -> in
         raise ValueError(f"{name} must be an integer, got {shown!r}") from None
     if not low <= value <= high:
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def float_param(ws: WebSocket, name: str, default: float, low: float, high: float) -> float:
+    raw = ws.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        shown = raw if len(raw) <= 20 else raw[:20] + "..."
+        raise ValueError(f"{name} must be a number, got {shown!r}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {raw[:20]}")
     return value
 
 
@@ -178,25 +121,48 @@ async def stream(ws: WebSocket) -> None:
     if state.uploads.status not in ("ready", "loading"):
         detail = f"live recognition is not available: {state.uploads.status}"
         return await refuse(ws, CLOSE_UNAVAILABLE, detail)
-    unknown = sorted(set(ws.query_params) - {"api_key", "top_k", "every"})
+    unknown = sorted(set(ws.query_params) - PARAMS)
     try:
         if unknown:
             raise ValueError(f"unknown query parameters {unknown}")
         top_k = int_param(ws, "top_k", 5, 1, settings.max_top_k)
         every = int_param(ws, "every", settings.stream_every, 1, 1000)
+        fps = float_param(ws, "fps", settings.stream_fps, 1, 60)
     except ValueError as exc:
         return await refuse(ws, CLOSE_POLICY, str(exc))
+    try:
+        classify = served_classifier(state)  # the model served now, for this connection
+    except HTTPException as exc:
+        return await refuse(ws, CLOSE_TRY_LATER, str(exc.detail))
     if app.state.live_streams >= settings.max_streams:
         detail = f"too many live streams (limit {settings.max_streams}); retry later"
         return await refuse(ws, CLOSE_TRY_LATER, detail)
 
     app.state.live_streams += 1
     try:
-        session = Session(state.checkpoint.num_frames, every, top_k)
+        config = spot_config(
+            settings, fps, classify.num_frames, None, live_stride(fps), top_k=top_k
+        )
+        session = Session(
+            LiveSpotter(classify, fps, config),
+            every,
+            top_k,
+            settings.stream_queue_frames,
+            state.uploads.visual,
+        )
         session.active = asyncio.get_running_loop().time()
         await ws.accept()
         await ws.send_json(
-            {"type": "ready", "num_frames": session.num_frames, "every": every, "top_k": top_k}
+            {
+                "type": "ready",
+                "num_frames": classify.num_frames,
+                "every": every,
+                "top_k": top_k,
+                "fps": fps,
+                "window_frames": list(config.window_frames),
+                "stride": config.stride,
+                "finish_seconds": settings.stream_finish_seconds,
+            }
         )
         ending = await run_session(ws, state, session)
     finally:
@@ -230,11 +196,6 @@ async def run_session(
     if receiver.cancelled() or receiver.exception() is not None:
         return None  # the client went away
     return receiver.result()
-
-
-async def send(ws: WebSocket, session: Session, message: dict) -> None:
-    async with session.send_lock:
-        await ws.send_json(message)
 
 
 async def receive_frames(
@@ -281,88 +242,3 @@ async def take(ws: WebSocket, state: ServingState, session: Session, data: bytes
         await send(ws, session, {"type": "error", "frame": session.received, "detail": detail})
     else:
         session.offer(data)
-
-
-async def process_frames(ws: WebSocket, state: ServingState, session: Session) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await session.wake.wait()
-        session.wake.clear()
-        if session.pending is None:
-            continue
-        seq, arrived, data = session.pending
-        session.pending = None
-        session.working = True
-        try:
-            await process_frame(ws, state, session, seq, arrived, data)
-        finally:
-            session.working = False
-            session.active = loop.time()
-
-
-async def process_frame(
-    ws: WebSocket, state: ServingState, session: Session, seq: int, arrived: float, data: bytes
-) -> None:
-    """One frame into the window, and a prediction when one is due; any failure becomes
-    an error message for this frame."""
-    loop = asyncio.get_running_loop()
-    try:
-        rgb = await loop.run_in_executor(state.io_executor, decode_frame, data)
-        rows = await state.uploads.frame_features(rgb)
-    except Exception as exc:
-        await send(ws, session, {"type": "error", "frame": seq, "detail": frame_error(exc)})
-        return
-    session.window.append((seq, rows))
-    session.processed += 1
-    if session.processed % session.every == 0:
-        try:
-            await predict_window(ws, state, session, seq, arrived)
-        except WebSocketDisconnect:
-            raise
-        except Exception as exc:  # one failed window says why; the stream goes on
-            log.exception("live prediction failed")
-            detail = f"prediction failed: {type(exc).__name__}: {exc}"
-            await send(ws, session, {"type": "error", "frame": seq, "detail": detail})
-
-
-def frame_error(exc: Exception) -> str:
-    """What the client is told about a frame that failed (logged when it is ours)."""
-    if isinstance(exc, BadFrame):
-        return str(exc)
-    if isinstance(exc, HTTPException):  # the encoder failed to load meanwhile
-        return str(exc.detail)
-    log.exception("live frame failed", exc_info=exc)
-    return f"frame failed: {type(exc).__name__}: {exc}"
-
-
-async def predict_window(
-    ws: WebSocket, state: ServingState, session: Session, seq: int, arrived: float
-) -> None:
-    (ranked,) = await state.batcher.submit(PredictJob(session.top_k, arrays=session.arrays()))
-    last = session.window[-1][1]
-    message = {
-        "type": "prediction",
-        "frame": seq,
-        "first_frame": session.window[0][0],
-        "window": len(session.window),
-        "top_k": [
-            {"label": lab, "gloss": g, "prob": p}
-            for lab, g, p in zip(ranked.labels, ranked.glosses, ranked.probs, strict=True)
-        ],
-        **hands(state, last),
-        **session.stats(),
-        "latency_ms": (time.perf_counter() - arrived) * 1000,
-    }
-    await send(ws, session, message)
-
-
-def hands(state: ServingState, rows: dict[str, np.ndarray]) -> dict:
-    """Whether MediaPipe found each hand in the newest frame (None without landmarks)."""
-    layout = state.uploads.layout
-    mask = rows.get(LANDMARK_MASK_STREAM)
-    if layout is None or mask is None:
-        return {"hands_visible": None, "hands": {}}
-    found = {
-        part: bool(mask[i]) for i, part in enumerate(layout["parts"]) if part.endswith("_hand")
-    }
-    return {"hands_visible": any(found.values()), "hands": found}

@@ -28,6 +28,7 @@ OPERATIONS = [
     ("/v1/videos/{video_id}/features/{stream}", "GET"),
     ("/v1/predict", "POST"),
     ("/v1/predict/video", "POST"),
+    ("/v1/spot", "POST"),
     ("/v1/model/report", "GET"),
 ]
 
@@ -64,7 +65,12 @@ def test_every_route_is_fuzzed(api_schema):
 #: Invalid inputs exist only where inputs are typed (any string is a valid path id).
 CASES = [(p, m, GenerationMode.POSITIVE) for p, m in OPERATIONS] + [
     (p, m, GenerationMode.NEGATIVE)
-    for p, m in [("/v1/videos", "GET"), ("/v1/predict", "POST"), ("/v1/predict/video", "POST")]
+    for p, m in [
+        ("/v1/videos", "GET"),
+        ("/v1/predict", "POST"),
+        ("/v1/predict/video", "POST"),
+        ("/v1/spot", "POST"),
+    ]
 ]
 
 
@@ -72,10 +78,11 @@ CASES = [(p, m, GenerationMode.POSITIVE) for p, m in OPERATIONS] + [
 def test_generated_requests_never_get_a_server_error(api_schema, path, method, mode):
     operation = api_schema[path][method]
     wait_for_uploads_through(api_schema)
-    # Any bytes are a schema-valid upload, but only a decodable video is accepted (422
-    # otherwise): the schema cannot say "a video", so generated uploads are not expected
-    # to succeed. Every other check, no-5xx first, still applies.
-    excluded = [positive_data_acceptance] if path == "/v1/predict/video" else []
+    # Any bytes are a schema-valid upload, but only a decodable video (or landmark file)
+    # is accepted (422 otherwise): the schema cannot say "a video", so generated uploads
+    # are not expected to succeed. Every other check, no-5xx first, still applies.
+    uploads = ("/v1/predict/video", "/v1/spot")
+    excluded = [positive_data_acceptance] if path in uploads else []
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -4,6 +4,7 @@ stage timings and details (what the page draws), for the codecs browsers record.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -40,6 +41,10 @@ def env(tmp_path_factory):
         api_key=KEY,
         max_streams=2,
         stream_every=2,
+        # An untrained model and noise frames: every window is classified and may win.
+        spot_min_score=0.0,
+        spot_min_hands=0.0,
+        stream_finish_seconds=30.0,  # no pause here: test_live_spot.py tests it
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -69,35 +74,43 @@ def wait_streams_closed(app, timeout=10.0):
     return app.state.live_streams
 
 
-def test_frames_are_processed_in_order_and_predicted_every_few(env):
-    with connect(env["client"], every=2, top_k=3) as ws:
+def test_frames_are_processed_in_order_with_the_spotters_running_top_k(env):
+    with connect(env["client"], every=2, top_k=3, fps=5) as ws:
         ready = ws.receive_json()
-        assert ready == {"type": "ready", "num_frames": 4, "every": 2, "top_k": 3}
+        assert ready == {
+            "type": "ready", "num_frames": 4, "every": 2, "top_k": 3, "fps": 5.0,
+            "window_frames": [4, 6, 9, 14], "stride": 1, "finish_seconds": 30.0,
+        }  # fmt: skip
         got = []
         for i in range(8):  # one at a time: nothing is dropped
             ws.send_bytes(jpeg(i))
             if i % 2 == 1:
                 got += predictions(ws, 1)
     assert [m["frame"] for m in got] == [2, 4, 6, 8]
-    assert [m["window"] for m in got] == [2, 4, 4, 4]  # sliding window of the last T=4
-    assert got[-1]["first_frame"] == 5 and got[-1]["dropped"] == 0
-    for m in got:
+    # No window before its shortest (4 frames); then the newest window the spotter read.
+    assert got[0]["top_k"] == [] and got[0]["window"] == 0 and got[0]["window_end"] is None
+    assert [m["window_end"] for m in got[1:]] == [4, 6, 8]
+    assert [m["window"] for m in got[1:]] == [4, 6, 6]
+    assert got[-1]["dropped"] == 0 and got[-1]["processed"] == 8
+    for m in got[1:]:
         assert len(m["top_k"]) == 3
         assert all(0 <= c["prob"] <= 1 for c in m["top_k"])
+    for m in got:
         assert set(m["hands"]) == {"left_hand", "right_hand"}
         assert m["hands_visible"] in (True, False)
         assert m["latency_ms"] > 0
 
 
-def test_a_slow_model_drops_old_frames_instead_of_queueing_them(env, monkeypatch):
-    predictor = env["app"].state.serving.predictor
-    real = predictor.probabilities
+def test_a_slow_server_drops_the_oldest_waiting_frames_beyond_its_queue(env, monkeypatch):
+    features = env["app"].state.serving.uploads
+    real = features.frame_features
 
-    def slow(arrays):
-        time.sleep(0.3)
-        return real(arrays)
+    async def slow(rgb):
+        await asyncio.sleep(0.1)
+        return await real(rgb)
 
-    monkeypatch.setattr(predictor, "probabilities", slow)
+    monkeypatch.setattr(features, "frame_features", slow)
+    monkeypatch.setattr(env["app"].state.settings, "stream_queue_frames", 4)
     with connect(env["client"], every=1) as ws:
         ws.receive_json()
         for i in range(40):
@@ -110,7 +123,7 @@ def test_a_slow_model_drops_old_frames_instead_of_queueing_them(env, monkeypatch
     last = seen[-1]
     assert last["received"] == 40
     assert last["dropped"] > 0 and last["processed"] + last["dropped"] == 40
-    assert len(seen) < 40  # old frames were skipped, the newest one always processed
+    assert frames[-4:] == [37, 38, 39, 40]  # the newest frames always wait their turn
 
 
 def test_the_stream_limit_answers_a_clear_close_code(env):
@@ -162,7 +175,7 @@ def test_garbage_frames_get_an_error_and_the_stream_goes_on(env):
         assert ws.receive_json()["type"] == "error"
         ws.send_bytes(jpeg(4))
         (pred,) = predictions(ws, 1)
-        assert pred["frame"] == 3 and pred["window"] == 1  # text is not a frame
+        assert pred["frame"] == 3 and pred["processed"] == 1  # text is not a frame
     assert client.get("/readyz").status_code == 200
     r = client.get("/v1/videos", headers={"X-API-Key": KEY})
     assert r.status_code == 200
