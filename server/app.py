@@ -36,17 +36,28 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
   decoding (413 otherwise); each upload takes at most a bounded amount of memory, and no
   more uploads wait than fit in `ASL_UPLOAD_MEMORY_MB` (503 otherwise). See /v1/info.
 
+* `POST /v1/spot`: find and name the signs in a long recording (a video, a `.pose`, a
+  `.npy` of landmark vectors): `asl-spot --json`'s document `{fps, frames, segments}`,
+  from the model served when the request came. At most `ASL_MAX_SPOT_SECONDS` (600).
+
 * `GET /v1/videos?split=&gloss=&q=&offset=&limit=`: list stored videos (search, paging).
 * `GET /v1/model/report`: the `asl-eval` report beside the checkpoint (confusion matrix).
-* WebSocket `/v1/stream?api_key=&top_k=5&every=4`: live recognition (not listed below:
-  OpenAPI has no WebSocket routes). Send camera frames as binary messages, one JPEG each,
-  a few per second. The server keeps the last T frames and every `every` frames answers
-  a text message `{"type": "prediction", "frame": n, "top_k": [{label, gloss, prob}],
+* WebSocket `/v1/stream?api_key=&top_k=5&every=4&fps=10`: live recognition (not listed
+  below: OpenAPI has no WebSocket routes). Send camera frames as binary messages, one
+  JPEG each, at `fps` frames a second. They run through the spotter of `/v1/spot`. First
+  message: `{"type": "ready", "num_frames": T, "fps", "window_frames", ...}`. Then:
+  `{"type": "segment", "start_frame", "end_frame", "start_s", "end_s", "gloss", "label",
+  "score", "top_k"}` whenever a sign ends (frames counted from the stream's first
+  processed frame); every `every` processed frames `{"type": "prediction", "frame": n,
+  "top_k": [{label, gloss, prob}], "window", "window_start", "window_end",
   "hands_visible": bool, "hands": {...}, "received", "processed", "dropped",
-  "latency_ms"}`. First message: `{"type": "ready", "num_frames": T, ...}`. Every frame
-  gets an answer: a frame that cannot be decoded or processed gets `{"type": "error",
-  "frame": n, "detail": ...}` and the stream goes on. A frame that arrives while the one
-  before still waits replaces it (`dropped`). A stream that sends no frame for
+  "latency_ms"}` (the newest window the spotter classified; `top_k` is empty while too
+  few hands are in view); and when no frame has come for `ASL_STREAM_FINISH_SECONDS`
+  (default 1) the spotter decides on what it holds: its last segments, then
+  `{"type": "pause", "segments": n, ...}`. Every frame gets an answer: a frame that
+  cannot be decoded or processed gets `{"type": "error", "frame": n, "detail": ...}`
+  and the stream goes on. Up to `ASL_STREAM_QUEUE_FRAMES` (64) frames wait; beyond, the
+  oldest waiting one is dropped (`dropped`). A stream that sends no frame for
   `ASL_STREAM_IDLE_SECONDS` (default 60) is closed with 1001, freeing its slot: send
   frames, or reconnect. Before any close the server sends an error message saying why;
   the close reason says it too (cut to 123 bytes). Close codes: 1001 idle; 1008 missing
