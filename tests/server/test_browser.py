@@ -1,7 +1,8 @@
 """The web page in a real browser: Debian's chromium, driven by Selenium through
 /usr/bin/chromedriver, against the real `asl-serve` on loopback, with a fake camera that
 plays a signing clip (the real webcam clip from ../shared when present, else a synthetic
-one). Screenshots land in the pytest temp folder (`screenshots/`).
+one). Screenshots land in the pytest temp folder (`screenshots/`), and also in
+$ASL_PAGE_SCREENSHOTS as page-NAME.png when it is set (how docs/img/ is made).
 
 Selenium Manager never runs: the driver and the browser are given by path, so nothing is
 downloaded. CI installs both (`.ci/run`); elsewhere the tests skip with the reason.
@@ -34,6 +35,7 @@ WEBCAM_CLIP = Path(__file__).resolve().parents[2].parent / "shared/data/webcam/s
 KEY = "browser-key"
 T = 8
 WAIT = 180  # seconds for any one thing to appear (two shared cores, MediaPipe on each frame)
+DOCS_SHOTS = os.environ.get("ASL_PAGE_SCREENSHOTS")
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
@@ -107,7 +109,9 @@ def site(tmp_path_factory):
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(
         [tool("asl-serve"), "--store", str(store), "--checkpoint", str(ckpt), "--port",
-         str(port), "--api-key", KEY, "--max-streams", "2", "--stream-every", "2"],
+         str(port), "--api-key", KEY, "--max-streams", "2", "--stream-every", "2",
+         # An untrained model: any window may hold a sign, with hands in view or not.
+         "--spot-min-score", "0", "--spot-min-hands", "0"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     try:
@@ -183,6 +187,8 @@ def shot(driver, site, name: str) -> Path:
     )
     path = site["shots"] / f"{name}.png"
     path.write_bytes(base64.b64decode(png["data"]))
+    if DOCS_SHOTS:
+        shutil.copy(path, Path(DOCS_SHOTS) / f"page-{name}.png")
     return path
 
 
@@ -246,10 +252,58 @@ def test_the_landmark_overlay_is_drawn_where_mediapipe_found_parts(browser, reco
     assert all(f["differ"] > 100 for f in found), frames
 
 
-def test_a_live_session_receives_predictions_over_the_websocket(browser, site):
+def long_clip(src: Path, dst: Path, times: int = 3, width: int = 240) -> Path:
+    """`src` `times` over with half a second's rest (the signer held still) on either side
+    of each: a recording of several signs. WebM (VP8) where PyAV writes it: chromium plays
+    it."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from featurestore.extract import iter_frames, write_video
+
+    sign = []
+    for frame in iter_frames(src):
+        image = Image.fromarray(frame)
+        height = round(image.height * width / image.width / 2) * 2
+        sign.append(np.asarray(image.resize((width, height))))
+    frames = []
+    for _ in range(times):
+        frames += [sign[0]] * 15 + sign + [sign[-1]] * 15
+    codec = "libvpx" if "libvpx" in av.codecs_available else "libx264"
+    out = dst.with_suffix(".webm" if codec == "libvpx" else ".mp4")
+    return write_video(out, np.stack(frames), fps=30, codec=codec)
+
+
+def test_a_long_video_gets_its_signs_on_a_timeline_that_seeks_it(browser, site):
+    tab(browser, "try")
+    clip = WEBCAM_CLIP if site["real"] else next((site["root"] / "data" / "clips").glob("*.mp4"))
+    path = long_clip(clip, site["root"] / "long")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    message = browser.find_element(By.ID, "try-message")
+    blocks = until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#try-timeline .segment"),
+        why=lambda d: f"message {message.text!r}",
+    )
+    assert "signs in" in message.text and browser.find_element(By.ID, "try-spot").is_displayed()
+    assert not browser.find_element(By.ID, "try-sampled").is_displayed()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#try-segments tr")
+    assert len(rows) == len(blocks) and all(b.text for b in blocks)
+    assert browser.find_elements(By.CSS_SELECTOR, "#try-timeline .axis span")
+    target = blocks[len(blocks) // 2]
+    start = float(target.get_attribute("data-start"))
+    target.click()  # plays the video from the sign's start
+    now = "return document.getElementById('try-video').currentTime"
+    until(browser, lambda d: start - 0.05 <= d.execute_script(now) <= start + 2, 30)
+    shot(browser, site, "try-timeline")
+
+
+def test_a_live_session_receives_predictions_and_a_running_transcript(browser, site):
     tab(browser, "live")
     browser.find_element(By.ID, "live-start").click()
     stats = browser.find_element(By.ID, "live-stats")
+    transcript = browser.find_element(By.ID, "live-transcript")
 
     def live_state(d):
         return f"live state {d.find_element(By.ID, 'live-state').text!r}, stats {stats.text!r}"
@@ -260,6 +314,14 @@ def test_a_live_session_receives_predictions_over_the_websocket(browser, site):
     hands = browser.find_element(By.ID, "live-hands").text
     assert "left hand" in hands and "right hand" in hands
     assert "window" in stats.text and "dropped" in stats.text
+    # Signs the spotter found, as they end, in a transcript under the bars.
+    until(
+        browser, lambda d: int(transcript.get_attribute("data-segments") or 0) >= 3, why=live_state
+    )
+    words = browser.find_elements(By.CSS_SELECTOR, "#live-transcript .word")
+    assert len(words) >= 3 and all(w.text for w in words)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#live-transcript .word.new")) == 1
+    shot(browser, site, "live-transcript")
     browser.find_element(By.ID, "live-stop").click()
     until(browser, lambda d: d.find_element(By.ID, "live-start").is_enabled(), 30, live_state)
     assert browser.find_element(By.ID, "live-state").text == "stopped"

@@ -1,9 +1,14 @@
 // The "Try a sign" tab: record a clip from the camera (or drop a file), send it to
 // POST /v1/predict/video, and show the top 5, the stage timings and the sampled frames.
+// A long video goes to POST /v1/spot instead: its signs on a timeline under it.
 import { api } from "./api.js";
 import { startCamera, recordClip } from "./camera.js";
 import { $, renderBars, renderRows, say } from "./dom.js";
 import { renderFrames } from "./landmarks.js";
+import { renderTimeline } from "./timeline.js";
+
+// A video longer than this (or than the server's clip limit) holds several signs: spot it.
+const LONG_SECONDS = 6;
 
 let page; // main.js's shared state: page.info is the server's /v1/info
 
@@ -63,9 +68,17 @@ async function classify(file) {
   $("try-bars").textContent = "";
   $("try-timings").textContent = "";
   $("try-frames").textContent = "";
+  $("try-spot").hidden = true;
+  $("try-sampled").hidden = false;
   const limit = page.info && page.info.serving.max_upload_bytes;
   if (limit && file.size > limit) {
     say(msg, `${file.name} is ${(file.size / 1048576).toFixed(1)} MiB; this server takes at most ${(limit / 1048576).toFixed(1)} MiB.`, "error");
+    return;
+  }
+  const seconds = await duration(file);
+  const clipLimit = page.info ? page.info.serving.max_clip_seconds : 30;
+  if (seconds > Math.min(LONG_SECONDS, clipLimit)) {
+    await spotVideo(file, seconds);
     return;
   }
   msg.textContent = `sending ${file.name} ...`;
@@ -94,4 +107,60 @@ async function showResult(file, body) {
     ["upload", `${t.upload_ms.toFixed(0)} ms`], ["total", `${t.total_ms.toFixed(0)} ms`],
   ]);
   if (body.details) await renderFrames($("try-frames"), body.details);
+}
+
+// The file's length in seconds from its header (0 when the browser cannot tell, as for
+// recordings whose WebM header has none: those are short).
+function duration(file) {
+  return new Promise((resolve) => {
+    const probe = document.createElement("video");
+    const url = URL.createObjectURL(file);
+    const done = (value) => { URL.revokeObjectURL(url); resolve(value); };
+    probe.preload = "metadata";
+    probe.onloadedmetadata = () => done(Number.isFinite(probe.duration) ? probe.duration : 0);
+    probe.onerror = () => done(0);
+    probe.src = url;
+  });
+}
+
+// A long video: POST /v1/spot, then the video with its signs on a timeline under it.
+async function spotVideo(file, seconds) {
+  const msg = $("try-message");
+  msg.textContent = `finding the signs in ${file.name} (${seconds.toFixed(1)} s): MediaPipe reads every frame ...`;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  let doc;
+  try {
+    doc = await api("/v1/spot", { method: "POST", body: form });
+  } catch (err) {
+    say(msg, (UPLOAD_ERRORS[err.status] || "") + err.message, "error");
+    return;
+  }
+  showSegments(file, doc);
+}
+
+function showSegments(file, doc) {
+  const found = doc.segments;
+  $("try-message").textContent = `${file.name}: ${found.length} signs in ${(doc.frames / doc.fps).toFixed(1)} s (read at ${doc.fps.toFixed(0)} frames/s)`;
+  $("try-spot-summary").textContent = found.map((s) => s.gloss).join(" ") || "none";
+  const video = $("try-video");
+  if (video.src) URL.revokeObjectURL(video.src);
+  video.src = URL.createObjectURL(file);
+  renderTimeline($("try-timeline"), doc, video);
+  const table = $("try-segments");
+  renderRows(table, found.map((s) => [
+    `${s.start_s.toFixed(2)}-${s.end_s.toFixed(2)} s`, s.gloss, `${(100 * s.score).toFixed(0)}%`,
+    s.top_k.slice(1, 3).map((c) => c.gloss).join(", "),
+  ]));
+  const head = table.createTHead().insertRow();
+  for (const text of ["time", "gloss", "score", "then"]) {
+    head.appendChild(document.createElement("th")).textContent = text;
+  }
+  const rows = table.tBodies.length ? [...table.tBodies[0].rows] : [];
+  rows.forEach((row, i) => row.addEventListener("click", () => {
+    video.currentTime = found[i].start_s;
+    video.play().catch(() => {});
+  }));
+  $("try-sampled").hidden = true;
+  $("try-spot").hidden = false;
 }
