@@ -72,6 +72,8 @@ class Session:
     queue_limit: int
     visual: str
     """The name the extracted encoder features have (the model reads them as its visual input)."""
+    finish_after: float
+    """Seconds without a frame after which the spotter decides on what it holds."""
     queue: deque = field(default_factory=deque)
     """(seq, arrival time, JPEG bytes) of the frames waiting, oldest first."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,7 +112,7 @@ async def process_frames(ws: WebSocket, state: ServingState, session: Session) -
     """Frames in arrival order; when none has come for `finish_after` seconds and the
     spotter holds frames, its decision on them."""
     loop = asyncio.get_running_loop()
-    finish_after = state.settings.stream_finish_seconds
+    finish_after = session.finish_after
     while True:
         if not session.queue:
             quiet = session.active + finish_after - loop.time()
@@ -243,3 +245,9 @@ def hands(state: ServingState, rows: dict[str, np.ndarray]) -> dict:
         part: bool(mask[i]) for i, part in enumerate(layout["parts"]) if part.endswith("_hand")
     }
     return {"hands_visible": any(found.values()), "hands": found}
+
+
+def quiet_seconds(setting: float, fps: float) -> float:
+    """How long without a frame ends a stretch of signing: the setting, but never less
+    than two frame intervals (a slow client's gaps are not pauses)."""
+    return max(setting, 2.0 / fps)

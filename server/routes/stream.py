@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketState
 
 from spotting import LiveSpotter
 
-from ..live import Session, process_frames, send
+from ..live import Session, process_frames, quiet_seconds, send
 from ..logs import redact
 from ..spotter import live_stride, served_classifier, spot_config
 from ..state import ServingState
@@ -149,6 +149,7 @@ async def stream(ws: WebSocket) -> None:
             top_k,
             settings.stream_queue_frames,
             state.uploads.visual,
+            quiet_seconds(settings.stream_finish_seconds, fps),
         )
         session.active = asyncio.get_running_loop().time()
         await ws.accept()
@@ -161,7 +162,7 @@ async def stream(ws: WebSocket) -> None:
                 "fps": fps,
                 "window_frames": list(config.window_frames),
                 "stride": config.stride,
-                "finish_seconds": settings.stream_finish_seconds,
+                "finish_seconds": session.finish_after,
             }
         )
         ending = await run_session(ws, state, session)
