@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.importers.scan import BadInput
 from featurestore.importers.mpdata import WIDTHS, read_sequence, vectors_to_frames
 from featurestore.importers.pose import scan as scan_pose
+from featurestore.importers.scan import BadInput
 from featurestore.importers.seed_npy import SEED_WIDTH, seed_landmarks
 from model import GEMMA_STREAM, LANDMARK_MASK_STREAM, LANDMARKS_STREAM, fingerprint_diff
 from spotting.classify import SpotError, WindowClassifier
