@@ -2,10 +2,12 @@
 (`server.train_job`), so the server keeps answering while it trains.
 
 A job's record (`job.json` in its folder of the runs folder) says queued, running, done,
-failed or cancelled; the child writes running and done or failed, this side writes queued,
-and cancelled or failed when the child ends without saying (killed, crashed). When a job is
-done its model is handed to `adopt`, which checks it against the store and swaps it in; if
-that fails the job is failed and the served model stays as it was. A job that a server
+failed or cancelled; the child writes running, and that it trained or why it failed; this
+side writes queued, and done, failed or cancelled once the child has ended. A job that
+trained is handed to `adopt`, which checks its model against the store and swaps it in;
+only then is it done (so a client that sees done gets the new model). If that fails, or
+the child ends without having trained (killed, crashed), the job is failed and the served
+model stays as it was. A job that a server
 stopped or crashed during (`kill -9`) is marked failed when the server starts again: its
 child ends by itself once its parent is gone.
 """
@@ -113,13 +115,13 @@ class TrainJobs:
         """Wait for the child, then record how it ended and swap its model in."""
         try:
             code = await asyncio.to_thread(job.process.wait)
-            state = (read_json(job.folder / JOB_FILE) or {}).get("state")
+            record = read_json(job.folder / JOB_FILE) or {}
             if job.cancelling:
                 update_job(job.folder, state=CANCELLED, finished_at=now())
-            elif state == DONE:
+            elif record.get("trained") and code == 0:
                 await self._adopt(job)
             else:
-                error = (read_json(job.folder / JOB_FILE) or {}).get("error")
+                error = record.get("error")
                 update_job(
                     job.folder,
                     state=FAILED,
@@ -135,8 +137,11 @@ class TrainJobs:
             await self.adopt(job.job_id, job.folder / MODEL_FILE)
         except Exception as exc:
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-            update_job(job.folder, state=FAILED, error=f"the trained model is not served: {detail}")
+            error = f"the trained model is not served: {detail}"
+            update_job(job.folder, state=FAILED, error=error, finished_at=now())
             log.warning("training job %s: model not served: %s", job.job_id, detail)
+        else:
+            update_job(job.folder, state=DONE, finished_at=now())
 
     def tail(self, job: RunningJob) -> str:
         try:

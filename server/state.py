@@ -93,7 +93,7 @@ class ServingState:
     async def refresh(self) -> None:
         """Load what was committed since, if anything (after this server's own writes too)."""
         loop = asyncio.get_running_loop()
-        changed = await loop.run_in_executor(self.io_executor, self.store.refresh_if_changed)
+        changed = await loop.run_in_executor(self.io_executor, refresh_store, self.store)
         if changed is not None:
             self.forget_derived(changed)
 
@@ -171,6 +171,13 @@ class ServingState:
                 self.holders[name] = self.store.feature_ids(name)
         added = [s for s in schema.feature_sets if video_id in self.holders[s]]
         return [*schema.streams, *added]
+
+
+def refresh_store(store: FeatureStore) -> set[str] | None:
+    """`refresh_if_changed`, with the index loaded first: a store not read yet would not
+    know its metadata (labels) has changed since it was opened."""
+    len(store)
+    return store.refresh_if_changed()
 
 
 def build_state(settings: Settings, loaded: Resources, metrics: Metrics) -> ServingState:

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from featurestore import FeatureStore, InvalidVideoError, StoreError, open_store, validate_video_id
+from featurestore._test_hold import hold_after
 
 from .runs import now
 
@@ -85,6 +86,7 @@ class Teacher:
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.store = open_store(url, "r+", storage_options)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self.added = 0
 
     async def add(
         self,
@@ -131,6 +133,8 @@ class Teacher:
                     split=split,
                     source={**source, "added_at": now()},
                 )
+                self.added += 1
+                hold_after(self.added)  # test-only: a no-op unless a test asks
         except InvalidVideoError as exc:  # NaN, a wrong shape: nothing was written
             raise HTTPException(422, str(exc)) from None
         except StoreError as exc:  # a compact ran past the wait

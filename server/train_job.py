@@ -3,9 +3,10 @@ its own (`server.jobs` starts it).
 
 It trains with asl-train's Trainer on the config in the folder's `job.json`, writes
 `model.pt` (the last epoch's weights: on a small set, val takes from the same sitting say
-little about the day after), scores it on the val takes (`report.json`), and records done or
-failed. It ends by itself as soon as its server is gone, so a `kill -9` of the server never
-leaves it training, and a server that starts again marks the job failed.
+little about the day after), scores it on the val takes (`report.json`), and records that
+it trained, or why it failed; the server marks the job done once it serves the model.
+It ends by itself as soon as its server is gone, so a `kill -9` of the server never leaves
+it training, and a server that starts again marks the job failed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import time
 import traceback
 from pathlib import Path
 
+from featurestore._test_hold import HOLD_S
+
 from .runs import (
-    DONE,
     FAILED,
     JOB_FILE,
     MODEL_FILE,
@@ -31,6 +33,7 @@ from .runs import (
 )
 
 ORPHAN_CHECK_S = 0.5
+HOLD_TRAINING_ENV = "ASL_TEST_HOLD_TRAINING"
 #: Final metrics a job's record keeps.
 RESULT_FIELDS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 
@@ -41,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
     job = read_json(folder / JOB_FILE) or {}
     update_job(folder, state=RUNNING, started_at=now(), pid=os.getpid())
+    hold_for_tests()
     try:
         result = train(folder, job["config"])
     except Exception as exc:
         traceback.print_exc()
         finish(parent, folder, state=FAILED, error=describe(exc))
         return 1
-    finish(parent, folder, state=DONE, result=result)
+    finish(parent, folder, trained=True, result=result)  # done once the server serves it
     return 0
 
 
@@ -83,6 +87,15 @@ def finish(parent: int, folder: Path, **changes) -> None:
     if os.getppid() != parent:
         os._exit(1)
     update_job(folder, finished_at=now(), **changes)
+
+
+def hold_for_tests() -> None:
+    """Test-only: with ASL_TEST_HOLD_TRAINING=PATH, create PATH and wait (at most HOLD_S)
+    before training, so that a test can cancel or kill a running job without racing it."""
+    marker = os.environ.get(HOLD_TRAINING_ENV)
+    if marker:
+        Path(marker).touch()
+        time.sleep(HOLD_S)
 
 
 def exit_when_orphaned(parent: int) -> None:

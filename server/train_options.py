@@ -67,7 +67,7 @@ def job_config(options: dict[str, Any], store: FeatureStore, settings: Settings)
 
 def check_trainable(store: FeatureStore, options: dict[str, Any]) -> None:
     """422 saying what to add or change, unless the store can train the model asked for:
-    its streams, takes of 2 glosses or more, and train takes for every gloss."""
+    its streams, train takes for every gloss, and takes of 2 glosses or more."""
     from training.store_checks import DataError, check_streams
 
     try:
@@ -79,6 +79,14 @@ def check_trainable(store: FeatureStore, options: dict[str, Any]) -> None:
         e = store.entry(vid)
         if e.label >= 0 and e.gloss:
             counts.setdefault(e.gloss, Counter())[e.split] += 1
+    untrained = sorted(g for g, c in counts.items() if not c["train"])
+    if untrained:
+        shown = ", ".join(f"{g} ({dict(counts[g])})" for g in untrained[:5])
+        raise HTTPException(
+            422,
+            f"{len(untrained)} gloss(es) have takes but none in train: {shown}. Add takes "
+            "of them without a split (or with split=train), or delete them",
+        )
     trained = sorted(g for g, c in counts.items() if c["train"])
     if len(trained) < 2:
         have = ", ".join(f"{g} ({sum(c.values())} takes)" for g, c in sorted(counts.items()))
@@ -87,12 +95,4 @@ def check_trainable(store: FeatureStore, options: dict[str, Any]) -> None:
             "training needs train takes of at least 2 glosses; this store has "
             f"{len(trained)}{': ' + have if have else ''}. Add takes of another gloss "
             "(POST /v1/videos)",
-        )
-    untrained = sorted(g for g, c in counts.items() if not c["train"])
-    if untrained:
-        shown = ", ".join(f"{g} ({dict(counts[g])})" for g in untrained[:5])
-        raise HTTPException(
-            422,
-            f"{len(untrained)} gloss(es) have takes but none in train: {shown}. Add takes "
-            "of them without a split (or with split=train), or delete them",
         )
