@@ -21,7 +21,9 @@ KEY = {"X-API-Key": "teach-key"}
 
 def teach_app(url: str, **settings) -> TestClient:
     options = dict(store=url, allow_writes=True, upload_enabled=False, refresh_s=0)
-    return TestClient(create_app(Settings(**{**options, **settings})), raise_server_exceptions=False)
+    return TestClient(
+        create_app(Settings(**{**options, **settings})), raise_server_exceptions=False
+    )
 
 
 @pytest.fixture
