@@ -11,6 +11,7 @@ real signs: 20 takes a gloss from one person, tested on another).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -53,9 +54,12 @@ def job_options(request: TrainRequest, store: FeatureStore) -> dict[str, Any]:
 
 def job_config(options: dict[str, Any], store: FeatureStore, settings: Settings) -> dict:
     """The job's `TrainConfig` (as keyword arguments) on this store."""
+    url = store.url
+    if "://" not in url or url.startswith("file://"):  # the job runs in its own folder
+        url = os.path.abspath(url.removeprefix("file://"))
     return {
         **options,
-        "store": store.url,
+        "store": url,
         "storage_options": store.storage_options or None,
         "train_split": "train",
         "val_split": "val",

@@ -41,7 +41,8 @@ class Server:
         self.cwd = work / "cwd"
         self.cwd.mkdir(exist_ok=True)
         self.log = work / f"serve-{time.monotonic_ns()}.log"
-        args = ["--store", str(store), "--allow-writes", "--port", "0", "--no-upload"]
+        relative = os.path.relpath(store, self.cwd)  # as a user types it, from where it runs
+        args = ["--store", relative, "--allow-writes", "--port", "0", "--no-upload"]
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", *args, "--no-access-log"],
