@@ -206,6 +206,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 2:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])  # the 2 cores
+    torch.set_num_threads(1)  # as the service's jobs train (the asl-train baseline too)
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,6 +56,16 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
   ready; 1011 no encoder for live frames, or the stream failed on the server.
 * `GET /`: a web page over these routes (try a sign, live, browse the store).
 
+Teaching (with `--allow-writes`; otherwise 403): `POST /v1/videos` adds a take (multipart
+`file` = a clip or a `.npy`/`.pose` landmark sequence, `gloss`, optional `video_id`,
+`split`, `signer`; 201 once committed), `DELETE /v1/videos/{id}` removes one,
+`GET /v1/glosses` counts takes per gloss and split. `POST /v1/train` (JSON options, `{}` =
+the defaults for a small set) starts a job (202 `{job_id}`; 409 while one runs);
+`GET /v1/train/{job_id}` follows it epoch by epoch; `DELETE` cancels it. When a job is done
+its model is served at once (requests in flight finish on the old one);
+`POST /v1/model/rollback` returns to the previous model. Until a model exists, predictions
+answer 503 "no model yet".
+
 Errors are JSON `{"detail": ...}`. When the server has an API key, `/v1` routes need the
 `X-API-Key` header (the WebSocket takes it as `?api_key=`; asl-serve's logs show it as
 `api_key=***`).

@@ -83,8 +83,9 @@ class TrainJobs:
                     finished_at=now(),
                 )
 
-    async def start(self, options: dict, config: dict) -> str:
-        """Queue a job and start its process; 409 while another runs."""
+    async def start(self, options: dict, config: dict, threads: int = 1) -> str:
+        """Queue a job and start its process (`threads`: its torch threads); 409 while
+        another runs."""
         if self.current is not None:
             raise HTTPException(409, f"job {self.current.job_id} is training")
         job_id = new_job_id()
@@ -92,6 +93,7 @@ class TrainJobs:
         folder.mkdir(parents=True)
         config = {**config, "out": str(folder)}
         record = {"job_id": job_id, "state": QUEUED, "options": options, "config": config}
+        record["threads"] = threads
         write_json(folder / JOB_FILE, {**record, "created_at": now()})
         with open(folder / LOG_FILE, "wb") as out:
             process = subprocess.Popen(

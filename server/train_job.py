@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     update_job(folder, state=RUNNING, started_at=now(), pid=os.getpid())
     hold_for_tests()
     try:
-        result = train(folder, job["config"])
+        result = train(folder, job["config"], job.get("threads", 1))
     except Exception as exc:
         traceback.print_exc()
         finish(parent, folder, state=FAILED, error=describe(exc))
@@ -55,11 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train(folder: Path, config: dict) -> dict:
-    """Train, keep the last epoch's model, score it on val; the final metrics."""
+def train(folder: Path, config: dict, threads: int) -> dict:
+    """Train, keep the last epoch's model, score it on val; the final metrics. One torch
+    thread by default, as the server's: a small model gains little from a second, and on
+    cores shared with the server (or anything else) OpenMP threads that wait for each other
+    took 6x as long (benchmarks/teach.py)."""
+    import torch
+
     from training import TrainConfig, Trainer
     from training.evaluate import evaluate_checkpoint
 
+    torch.set_num_threads(threads)
     cfg = TrainConfig(**config)
     trainer = Trainer(cfg)
     result = trainer.run()

@@ -62,7 +62,8 @@ async def start_training(
     options = job_options(body, state.store)
     check_trainable(state.store, options)
     try:
-        job_id = await jobs.start(options, job_config(options, state.store, state.settings))
+        config = job_config(options, state.store, state.settings)
+        job_id = await jobs.start(options, config, state.settings.torch_threads or 1)
     except HTTPException as exc:
         if exc.status_code == 409 and jobs.running_id is not None:
             return running(jobs.running_id)

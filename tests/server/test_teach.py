@@ -264,6 +264,21 @@ def test_a_video_clip_becomes_a_take_in_a_store_with_encoder_features(tmp_path, 
     assert problems(url) == []
 
 
+def test_a_landmark_take_for_a_store_of_another_layout_is_refused(tmp_path, rng):
+    from featurestore import StoreSchema, create_store
+    from featurestore.layout import landmark_streams
+
+    layout = {"parts": ["left_hand", "right_hand", "pose"], "sizes": [21, 21, 12]}
+    url = str(tmp_path / "seed.zarr")
+    create_store(url, StoreSchema(8, landmark_streams(8, layout), {}, layout))
+    with teach_app(url) as c:
+        r = add(c, npy(landmark_take(rng, 0)))
+        assert r.status_code == 422, r.text
+        assert "['left_hand', 'right_hand', 'pose'] [21, 21, 12]" in r.json()["detail"]
+        assert "MediaPipe Holistic" in r.json()["detail"]
+    assert open_store(url).ids() == []
+
+
 # -- deleting takes -----------------------------------------------------------------------
 def store_bytes(url: str) -> int:
     fs, root = fsspec.core.url_to_fs(url)

@@ -37,12 +37,12 @@ class Server:
     """`asl-serve --allow-writes` in a child process, in an empty working directory of its
     own, its output in a file (a pipe nobody reads would fill up and stall it)."""
 
-    def __init__(self, store: Path, work: Path, env: dict | None = None) -> None:
+    def __init__(self, store: Path, work: Path, env: dict | None = None, args: tuple = ()) -> None:
         self.cwd = work / "cwd"
         self.cwd.mkdir(exist_ok=True)
         self.log = work / f"serve-{time.monotonic_ns()}.log"
         relative = os.path.relpath(store, self.cwd)  # as a user types it, from where it runs
-        args = ["--store", relative, "--allow-writes", "--port", "0", "--no-upload"]
+        args = ("--store", relative, "--allow-writes", "--port", "0", "--no-upload", *args)
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", *args, "--no-access-log"],
@@ -82,6 +82,18 @@ class Server:
             raise
         assert "Traceback" not in self.output(), self.output()
         assert list(self.cwd.iterdir()) == []  # nothing written where the server runs
+
+
+def test_writes_without_a_key_listen_on_this_machine_only(tmp_path):
+    server = Server(tmp_path / "s.zarr", tmp_path, args=("--host", "0.0.0.0"))
+    try:  # Server found "Uvicorn running on http://127.0.0.1:PORT"
+        assert (
+            "writes are on and there is no API key: listening on 127.0.0.1 only, not "
+            "0.0.0.0" in server.output()
+        )
+        assert server.http.get("/v1/info").json()["teach"]["allow_writes"] is True
+    finally:
+        server.stop()
 
 
 def add(http: httpx.Client, seq: np.ndarray, gloss: str) -> httpx.Response:
