@@ -15,7 +15,9 @@ child ends by itself once its parent is gone.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -50,6 +52,7 @@ EPOCH_FIELDS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", 
 #: Report fields a finished job's status shows.
 REPORT_FIELDS = ("split", "count", "top1", "top5", "per_class", "confusion", "labels")
 LOG_TAIL_CHARS = 2000
+STORAGE_OPTIONS_ENV = "ASL_JOB_STORAGE_OPTIONS"
 
 Adopt = Callable[[str, Path], Awaitable[None]]
 
@@ -83,8 +86,11 @@ class TrainJobs:
                     finished_at=now(),
                 )
 
-    async def start(self, options: dict, config: dict, threads: int = 1) -> str:
-        """Queue a job and start its process (`threads`: its torch threads); 409 while
+    async def start(
+        self, options: dict, config: dict, threads: int = 1, storage_options: dict | None = None
+    ) -> str:
+        """Queue a job and start its process (`threads`: its torch threads; the store's
+        `storage_options` go by its environment, never into the job's files); 409 while
         another runs."""
         if self.current is not None:
             raise HTTPException(409, f"job {self.current.job_id} is training")
@@ -99,6 +105,7 @@ class TrainJobs:
             process = subprocess.Popen(
                 [sys.executable, "-m", "server.train_job", str(folder)],
                 cwd=folder,  # nothing it writes lands in the server's working directory
+                env={**os.environ, STORAGE_OPTIONS_ENV: json.dumps(storage_options or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

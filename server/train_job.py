@@ -11,6 +11,7 @@ it training, and a server that starts again marks the job failed.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from featurestore._test_hold import HOLD_S
 
+from .jobs import STORAGE_OPTIONS_ENV
 from .runs import (
     FAILED,
     JOB_FILE,
@@ -66,7 +68,8 @@ def train(folder: Path, config: dict, threads: int) -> dict:
     from training.evaluate import evaluate_checkpoint
 
     torch.set_num_threads(threads)
-    cfg = TrainConfig(**config)
+    storage = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
+    cfg = TrainConfig(**config, storage_options=storage or None)
     trainer = Trainer(cfg)
     result = trainer.run()
     trainer.save(MODEL_FILE, result, with_state=False)

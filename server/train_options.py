@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from featurestore import GEMMA_STREAM, LANDMARKS_STREAM, FeatureStore
+from featurestore import GEMMA_STREAM, LANDMARKS_STREAM, FeatureStore, VideoNotFoundError
 
 from .schemas import TrainRequest
 from .settings import Settings
@@ -59,8 +59,7 @@ def job_config(options: dict[str, Any], store: FeatureStore, settings: Settings)
         url = os.path.abspath(url.removeprefix("file://"))
     return {
         **options,
-        "store": url,
-        "storage_options": store.storage_options or None,
+        "store": url,  # storage options (credentials) reach the job by its environment
         "train_split": "train",
         "val_split": "val",
         "device": settings.device,
@@ -80,7 +79,10 @@ def check_trainable(store: FeatureStore, options: dict[str, Any]) -> None:
         raise HTTPException(422, str(exc)) from None
     counts: dict[str, Counter] = {}
     for vid in store.ids(streams=streams):
-        e = store.entry(vid)
+        try:
+            e = store.entry(vid)
+        except VideoNotFoundError:  # deleted since the list was made
+            continue
         if e.label >= 0 and e.gloss:
             counts.setdefault(e.gloss, Counter())[e.split] += 1
     untrained = sorted(g for g, c in counts.items() if not c["train"])

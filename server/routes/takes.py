@@ -11,7 +11,7 @@ from collections import Counter
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
-from featurestore import InvalidVideoError, validate_video_id
+from featurestore import InvalidVideoError, VideoNotFoundError, validate_video_id
 
 from ..errors import error_responses
 from ..schemas import Deleted, GlossList, TakeResponse
@@ -109,7 +109,10 @@ def build_router(settings: Settings) -> APIRouter:
         store = state.store
         counts: dict[str, Counter] = {}
         for vid in state.ids(None):
-            e = store.entry(vid)
+            try:
+                e = store.entry(vid)
+            except VideoNotFoundError:  # deleted since the list was made
+                continue
             if e.gloss:
                 counts.setdefault(e.gloss, Counter())[e.split] += 1
         known = set(state.checkpoint.labels.values()) if state.checkpoint else set()

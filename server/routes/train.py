@@ -63,7 +63,8 @@ async def start_training(
     check_trainable(state.store, options)
     try:
         config = job_config(options, state.store, state.settings)
-        job_id = await jobs.start(options, config, state.settings.torch_threads or 1)
+        threads, storage = state.settings.torch_threads or 1, state.store.storage_options
+        job_id = await jobs.start(options, config, threads, storage)
     except HTTPException as exc:
         if exc.status_code == 409 and jobs.running_id is not None:
             return running(jobs.running_id)
