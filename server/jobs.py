@@ -23,6 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException
 
@@ -98,8 +99,8 @@ class TrainJobs:
         folder = self.runs / job_id
         folder.mkdir(parents=True)
         config = {**config, "out": str(folder)}
-        record = {"job_id": job_id, "state": QUEUED, "options": options, "config": config}
-        record["threads"] = threads
+        record: dict[str, Any] = {"job_id": job_id, "state": QUEUED, "options": options}
+        record.update(config=config, threads=threads)
         write_json(folder / JOB_FILE, {**record, "created_at": now()})
         with open(folder / LOG_FILE, "wb") as out:
             process = subprocess.Popen(
