@@ -117,7 +117,6 @@ def test_a_job_whose_process_dies_fails_and_the_model_stays(store_path, rng, mon
         assert c.get("/v1/model").json()["model"] is None
 
 
-@pytest.mark.slow
 def test_a_done_job_is_served_kept_across_restarts_and_rolled_back(store_path, rng):
     url, cwd = str(store_path), sorted(os.listdir(os.getcwd()))
     with teach_app(url) as c:
