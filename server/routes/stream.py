@@ -33,6 +33,7 @@ from featurestore import LANDMARK_MASK_STREAM
 from featurestore.sampling import sample_indices
 
 from ..logs import redact
+from ..models import NO_MODEL
 from ..predictor import PredictJob
 from ..state import ServingState
 
@@ -175,6 +176,8 @@ async def stream(ws: WebSocket) -> None:
         return await refuse(ws, CLOSE_POLICY, problem)
     if state is None:
         return await refuse(ws, CLOSE_TRY_LATER, "not ready: the store and model are not loaded")
+    if state.models.current is None:
+        return await refuse(ws, CLOSE_TRY_LATER, NO_MODEL)
     if state.uploads.status not in ("ready", "loading"):
         detail = f"live recognition is not available: {state.uploads.status}"
         return await refuse(ws, CLOSE_UNAVAILABLE, detail)
@@ -192,7 +195,7 @@ async def stream(ws: WebSocket) -> None:
 
     app.state.live_streams += 1
     try:
-        session = Session(state.checkpoint.num_frames, every, top_k)
+        session = Session(state.store.schema.num_frames, every, top_k)
         session.active = asyncio.get_running_loop().time()
         await ws.accept()
         await ws.send_json(
@@ -338,7 +341,9 @@ def frame_error(exc: Exception) -> str:
 async def predict_window(
     ws: WebSocket, state: ServingState, session: Session, seq: int, arrived: float
 ) -> None:
-    (ranked,) = await state.batcher.submit(PredictJob(session.top_k, arrays=session.arrays()))
+    model = state.models.get()  # the newest model: a stream goes on across swaps
+    job = PredictJob(model.predictor, session.top_k, arrays=session.arrays())
+    (ranked,) = await state.batcher.submit(job)
     last = session.window[-1][1]
     message = {
         "type": "prediction",
