@@ -32,8 +32,12 @@ _STORE_NAMES = {
     "meta",
     "writers",
     "trash",
+    "runs",
 }
-"""What a store's root holds: a folder of only these is a store being made by another process."""
+"""What a store's root holds: a folder of only these is a store being made by another process.
+``runs`` is not the store's: asl-serve keeps its training runs there (``RUNS``); nothing of
+the store reads, copies or deletes it."""
+RUNS = "runs"
 
 
 class Storage:

@@ -3,7 +3,7 @@
 Every object of a store except ``featurestore.json`` is written once and never changed
 (chunks, array metadata, commit records and metadata generations are new objects per writer
 segment, block and change; ``compact`` writes a new segment and deletes the old; writers'
-leases are not data and are not copied). So a mirror copies only the keys it
+leases and asl-serve's training runs are not data and are not copied). So a mirror copies only the keys it
 lacks, always re-reads the metadata, and drops the keys the remote no longer has: a rerun
 after new commits fetches just those. Data objects are copied before commit records, so
 even a half-finished mirror never shows a video whose arrays are not there yet.
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from ._files import Files, is_remote
-from ._storage import META_KEY
+from ._storage import META_KEY, RUNS
 from .errors import NotAStoreError
 from .index import COMMITS
 from .leases import LEASES
@@ -73,8 +73,9 @@ def mirror(url: str, cache_dir: str, storage_options: dict | None = None) -> Mir
     remote = Files(url, storage_options)
     path = cache_path(url, cache_dir)
     local = Files(path)
-    wanted = [k for k in remote.list("") if k != META_KEY and not k.startswith(f"{LEASES}/")]
-    have = {posixpath.normpath(k) for k in local.list("")} - {META_KEY}
+    skip = (f"{LEASES}/", f"{RUNS}/")
+    wanted = [k for k in remote.list("") if k != META_KEY and not k.startswith(skip)]
+    have = {posixpath.normpath(k) for k in local.list("") if not k.startswith(skip)} - {META_KEY}
     missing = [k for k in wanted if k not in have]
     commits = [k for k in missing if k.startswith(f"{COMMITS}/")]
     data = [k for k in missing if not k.startswith(f"{COMMITS}/")]

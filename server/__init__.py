@@ -1,7 +1,7 @@
 """HTTP service: feature lookups and predictions over a feature store and a checkpoint."""
 
 from .app import create_app
+from .loading import StartupError
 from .settings import Settings
-from .state import StartupError
 
 __all__ = ["Settings", "StartupError", "create_app"]

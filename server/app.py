@@ -13,11 +13,12 @@ from model import Checkpoint
 
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
+from .loading import Resources, check_match, open_resources
 from .metrics import Metrics, MetricsMiddleware
-from .routes import health, info, page, predict, spot, stream, videos
+from .routes import health, info, page, predict, spot, stream, takes, train, videos
 from .security import require_api_key
 from .settings import Settings
-from .state import build_state, check_match, open_resources
+from .state import build_state
 from .validation import reject_unknown_query
 
 #: Bodies other than uploads are small JSON.
@@ -65,6 +66,16 @@ Feature lookups and sign predictions over a feature store and a trained checkpoi
   ready; 1011 no encoder for live frames, or the stream failed on the server.
 * `GET /`: a web page over these routes (try a sign, live, browse the store).
 
+Teaching (with `--allow-writes`; otherwise 403): `POST /v1/videos` adds a take (multipart
+`file` = a clip or a `.npy`/`.pose` landmark sequence, `gloss`, optional `video_id`,
+`split`, `signer`; 201 once committed), `DELETE /v1/videos/{id}` removes one,
+`GET /v1/glosses` counts takes per gloss and split. `POST /v1/train` (JSON options, `{}` =
+the defaults for a small set) starts a job (202 `{job_id}`; 409 while one runs);
+`GET /v1/train/{job_id}` follows it epoch by epoch; `DELETE` cancels it. When a job is done
+its model is served at once (requests in flight finish on the old one);
+`POST /v1/model/rollback` returns to the previous model. Until a model exists, predictions
+answer 503 "no model yet".
+
 Errors are JSON `{"detail": ...}`. When the server has an API key, `/v1` routes need the
 `X-API-Key` header (the WebSocket takes it as `?api_key=`; asl-serve's logs show it as
 `api_key=***`).
@@ -76,9 +87,11 @@ def create_app(
     *,
     store: FeatureStore | None = None,
     checkpoint: Checkpoint | None = None,
+    resources: Resources | None = None,
 ) -> FastAPI:
-    """Build the service. Give loaded `store` and `checkpoint` objects, or let lifespan
-    load them from `settings.store` / `settings.checkpoint` (or `ASL_*` variables).
+    """Build the service. Give loaded `store` and `checkpoint` objects (or `resources`, as
+    `open_resources` loads them), or let lifespan load them from `settings.store` /
+    `settings.checkpoint` (or `ASL_*` variables).
 
     A checkpoint whose encoder fingerprint, T or streams differ from the store's is refused
     at start-up with a message naming what differs.
@@ -88,12 +101,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if store is not None and checkpoint is not None:
+        if resources is not None:
+            loaded = resources
+        elif store is not None and checkpoint is not None:
             check_match(store, checkpoint)
-            loaded = (store, checkpoint)
+            loaded = Resources(store, checkpoint, settings.checkpoint)
         else:
             loaded = await asyncio.to_thread(open_resources, settings)
-        state = build_state(settings, *loaded, metrics)
+        state = build_state(settings, loaded, metrics)
         await state.start()
         _freeze_startup_objects()
         app.state.serving = state
@@ -121,7 +136,7 @@ def create_app(
     # Routes are matched in order, router by router: the busiest first (lookups,
     # predictions), which takes 5-10% off a cached lookup's time in Python.
     routers = (videos.router, predict.build_router(settings), spot.build_router(settings))
-    for router in (*routers, info.router):
+    for router in (*routers, info.router, takes.build_router(settings), train.router):
         app.include_router(router, dependencies=checks)
     app.include_router(health.router)
     app.include_router(stream.router)  # checks its key itself: ?api_key= or X-API-Key
@@ -133,7 +148,11 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
-        limits={"/v1/predict/video": upload_limit, "/v1/spot": upload_limit},
+        limits={
+            "/v1/predict/video": upload_limit,
+            "/v1/spot": upload_limit,
+            "/v1/videos": upload_limit,
+        },
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
     return app

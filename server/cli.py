@@ -15,8 +15,8 @@ import tempfile
 
 from pydantic import ValidationError
 
+from .loading import Resources, StartupError, open_resources
 from .settings import Settings
-from .state import StartupError, open_resources
 
 #: (flag, settings field, type, help); booleans get --flag / --no-flag.
 OPTIONS = [
@@ -49,7 +49,12 @@ OPTIONS = [
     ("--stream-fps", "stream_fps", float, "live frames/s when the client gives none (10)"),
     ("--stream-queue-frames", "stream_queue_frames", int, "live frames waiting at most (64)"),
     ("--stream-finish-seconds", "stream_finish_seconds", float, "decide after N s quiet (1)"),
+    ("--allow-writes", "allow_writes", bool, "add takes, train, swap models (default off)"),
+    ("--runs", "runs", str, "training runs folder (default: runs/ in a local store)"),
+    ("--encoder", "encoder", str, "a new store also keeps this encoder's features"),
+    ("--num-frames", "num_frames", int, "T of a new store (default 16)"),
 ]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     export_settings(args)
     try:
         settings = Settings()
-        store, checkpoint = open_resources(settings)  # refuse a bad pair before binding
+        loaded = open_resources(settings)  # refuse a bad pair before binding
     except ValidationError as exc:
         print(f"asl-serve: bad settings:\n{exc}", file=sys.stderr)
         return 2
@@ -96,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import log_config
     from .protocol import CoalescingHttpToolsProtocol
 
+    host = announce(settings, loaded)
     common = dict(
-        host=settings.host,
+        host=host,
         port=settings.port,
         log_config=log_config(args.log_level),  # API keys cut from every line
         log_level=args.log_level,
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers == 1:
         from .app import create_app
 
-        uvicorn.run(create_app(settings, store=store, checkpoint=checkpoint), **common)
+        uvicorn.run(create_app(settings, resources=loaded), **common)
     else:
         # Workers are separate processes: metrics are merged through files.
         own_dir = None
@@ -120,6 +126,25 @@ def main(argv: list[str] | None = None) -> int:
             if own_dir:
                 shutil.rmtree(own_dir, ignore_errors=True)
     return 0
+
+
+def announce(settings: Settings, loaded: Resources) -> str:
+    """Say what this server serves and allows; the host to bind. A server that takes
+    writes without an API key listens on this machine only."""
+    if loaded.checkpoint is None:
+        print("asl-serve: no model yet: add takes and train (POST /v1/train)", file=sys.stderr)
+    if not settings.allow_writes:
+        return settings.host
+    if settings.api_key is None and settings.host not in LOOPBACK:
+        print(
+            f"asl-serve: writes are on and there is no API key: listening on 127.0.0.1 only, "
+            f"not {settings.host} (set ASL_API_KEY to serve other machines)",
+            file=sys.stderr,
+        )
+        return "127.0.0.1"
+    guard = "each write needs the API key" if settings.api_key else "no API key: this machine only"
+    print(f"asl-serve: writes are on ({guard})", file=sys.stderr)
+    return settings.host
 
 
 if __name__ == "__main__":

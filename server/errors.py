@@ -29,11 +29,14 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the given status codes."""
     descriptions = {
         401: "Missing or wrong X-API-Key.",
-        404: "Unknown video, stream or route.",
+        403: "Writes are off (start asl-serve with --allow-writes).",
+        404: "Unknown video, stream, job or route.",
+        409: "Conflict: the id is taken, a job is training, nothing to cancel or roll back.",
         413: "Request body too large, or clip too long.",
-        415: "Not a decodable video.",
+        415: "Not a video clip or a landmark sequence.",
         422: "Bad JSON or parameters.",
-        503: "Store and model are not loaded yet, or the encoder is unavailable.",
+        503: "Store and model are not loaded yet, no model trained yet, or the encoder is "
+        "unavailable.",
     }
     return {c: {"model": ErrorResponse, "description": descriptions[c]} for c in codes}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,8 +24,10 @@ from .metrics import Metrics
 
 @dataclass(frozen=True)
 class PredictJob:
-    """One request's rows: stored video ids, or arrays extracted from an upload."""
+    """One request's rows: stored video ids, or arrays extracted from an upload, and the
+    predictor (the model) the request took at its start."""
 
+    predictor: Predictor
     top_k: int
     video_ids: tuple[str, ...] = ()
     arrays: dict[str, np.ndarray] | None = None
@@ -45,6 +47,20 @@ class Ranked:
     probs: list[float]
 
 
+def run_jobs(jobs: list[PredictJob]) -> list[list[Ranked] | BaseException]:
+    """The micro-batcher's batch: jobs merged per model (a swap may leave jobs of the old
+    model and of the new one in one batch), results in the jobs' order."""
+    groups: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(id(job.predictor), []).append(i)
+    out: list[list[Ranked] | BaseException] = [[] for _ in jobs]
+    for members in groups.values():
+        results = jobs[members[0]].predictor.run_batch([jobs[i] for i in members])
+        for i, result in zip(members, results, strict=True):
+            out[i] = result
+    return out
+
+
 class Predictor:
     """Reads the streams the checkpoint was trained on (its feature set and the
     landmarks) and runs its model."""
@@ -55,6 +71,7 @@ class Predictor:
         store: FeatureStore,
         cache: FeatureCache | None = None,
         metrics: Metrics | None = None,
+        read_lock: AbstractContextManager | None = None,
     ) -> None:
         self.model = checkpoint.model.eval()
         self.labels = checkpoint.labels
@@ -65,16 +82,13 @@ class Predictor:
         self.cache = cache if cache is not None else FeatureCache(0)
         self.metrics = metrics
         self.device = next(self.model.parameters()).device
-        # h5py handles are not safe to share between threads; zarr reads are.
-        self._read_lock = threading.Lock() if store.backend_name == "hdf5" else nullcontext()
+        # h5py handles are not safe to share between threads; zarr reads are. The server
+        # gives every model and its own lookups one lock.
+        if read_lock is None:
+            read_lock = threading.Lock() if store.backend_name == "hdf5" else nullcontext()
+        self._read_lock = read_lock
 
     # -- reading -------------------------------------------------------------------------
-    def load_stream(self, video_id: str, stream: str) -> np.ndarray:
-        """One stream of one stored video from the store, kept in the cache."""
-        with self._read_lock:
-            arr = self.store.get(video_id, streams=[stream]).arrays[stream]
-        return self.cache.put(video_id, stream, arr)
-
     def read(self, video_ids: list[str]) -> dict[str, np.ndarray]:
         """The model's input streams for many stored videos, stacked; one store read for
         all cache misses."""

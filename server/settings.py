@@ -74,6 +74,18 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Close a live stream that sends no frame for this long."
     )
 
+    allow_writes: bool = Field(
+        False, description="Accept writes: add and delete takes, train and swap the model."
+    )
+    runs: str | None = Field(
+        None, description="Folder for training runs (default: runs/ inside a local store)."
+    )
+    encoder: str | None = Field(
+        None, description="Encoder whose features a store created here also keeps."
+    )
+    num_frames: int = Field(16, ge=1, le=256, description="T of a store created here.")
+    max_gloss_chars: int = Field(100, ge=1, description="Longest gloss a take may name.")
+
     @field_validator("spot_window_s")
     @classmethod
     def _seconds(cls, value: str) -> str:
@@ -82,7 +94,7 @@ class Settings(BaseSettings):
         parse_seconds(value)  # ValueError: a clear line at start-up, not at the first request
         return value
 
-    @field_validator("store", "checkpoint", "api_key", mode="before")
+    @field_validator("store", "checkpoint", "api_key", "runs", "encoder", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`ASL_API_KEY=` (as compose writes an unset variable) means no key, not ""."""

@@ -46,9 +46,7 @@ class ServedClassifier(WindowClassifier):
 def served_classifier(state: ServingState) -> ServedClassifier:
     """The model served now; 503 while there is none, or when this server cannot give it
     the features it reads."""
-    checkpoint = getattr(state, "checkpoint", None)
-    if checkpoint is None:
-        raise HTTPException(503, "no model is being served; retry later")
+    checkpoint = state.models.get().checkpoint  # 503 "no model yet" before any
     if checkpoint.config.uses_visual and checkpoint.features != state.uploads.visual:
         raise HTTPException(
             503,

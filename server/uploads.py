@@ -190,6 +190,7 @@ class UploadExtractor:
             timings = {"decode_ms": (time.perf_counter() - t0) * 1000}
             arrays = self._features(clip.frames, timings)
         out = Extracted({name: np.asarray(a)[None] for name, a in arrays.items()}, timings)
+        out.frames = clip.total_frames
         if details:
             out.details = clip_details(path, clip, arrays, self._extractor.layout)
         return out
@@ -258,6 +259,8 @@ class Extracted:
     arrays: dict[str, np.ndarray]
     timings: dict[str, float]
     details: dict | None = None
+    frames: int = 0
+    """The clip's own length, in frames."""
 
 
 #: Longest side of the sampled-frame thumbnails returned with `details`.

@@ -21,7 +21,14 @@ import numpy as np
 
 from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
-__all__ = ["scan", "WIDTHS", "parse_npy", "read_sequence", "vectors_to_frames"]
+__all__ = [
+    "scan",
+    "WIDTHS",
+    "parse_npy",
+    "read_sequence",
+    "sequence_from_array",
+    "vectors_to_frames",
+]
 
 #: Values per frame -> where each part starts and how wide a point is.
 WIDTHS = {
@@ -217,6 +224,21 @@ def _vectors(tree: Tree, files: list[str]) -> np.ndarray:
         width = vec.shape[0]
         rows.append(vec)
     return np.stack(rows).astype(np.float32)
+
+
+def sequence_from_array(vectors: np.ndarray, face: bool, where: str) -> Loaded:
+    """A whole sequence in one array, (frames, 1662 | 258 | 126) per-frame vectors, as the
+    store's landmark streams at its own length (the server's takes arrive this way)."""
+    if vectors.dtype.kind not in "fiu" or vectors.ndim != 2 or vectors.shape[1] not in WIDTHS:
+        raise BadInput(
+            f"{where}: an array of shape {vectors.shape} and dtype {vectors.dtype}; expected "
+            f"(frames, values) numbers with {', '.join(map(str, WIDTHS))} values a frame "
+            "(MediaPipe Holistic: pose, face and hands; pose and hands; or hands)"
+        )
+    if len(vectors) == 0:
+        raise BadInput(f"{where}: the sequence has no frames")
+    frames = vectors_to_frames(vectors.astype(np.float32), face, where)
+    return Loaded(frames, str(vectors.shape[1]))
 
 
 def _loader(trees: dict[str, Tree], face: bool):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .scan import BadInput, Item, Loaded, Scan, holistic_frames
 
-__all__ = ["scan", "COMPONENTS"]
+__all__ = ["scan", "COMPONENTS", "read_pose"]
 
 #: pose-format component name -> (store part, points kept).
 COMPONENTS = {
@@ -47,37 +47,41 @@ def _read(path: Path):
         raise BadInput(f"{path}: unreadable .pose ({type(exc).__name__}: {exc})") from None
 
 
+def read_pose(path: Path, face: bool) -> Loaded:
+    """One ``.pose`` file's landmark streams at its own length (the server's takes read
+    them here too); BadInput naming the file when it is not a MediaPipe Holistic pose."""
+    pose = _read(path)
+    header = pose.header
+    data = np.ma.asarray(pose.body.data)
+    if data.ndim != 4 or data.shape[1] < 1 or data.shape[-1] < 2:
+        raise BadInput(f"{path}: body of shape {data.shape}, not (frames, people, points, dims)")
+    if data.shape[0] < 1:
+        raise BadInput(f"{path}: the pose has no frames")
+    scale = np.array([header.dimensions.width or 1, header.dimensions.height or 1, 1], np.float32)
+    coords = np.zeros((*data.shape[:3], 3), np.float32)
+    coords[..., : min(3, data.shape[-1])] = np.ma.filled(data[..., :3], np.nan)
+    hidden = np.ma.getmaskarray(data).all(axis=-1)
+    parts, present, offset, found = {}, {}, 0, []
+    for component in header.components:
+        n = len(component.points)
+        if component.name in COMPONENTS and n >= COMPONENTS[component.name][1]:
+            name, keep = COMPONENTS[component.name]
+            xyz = coords[:, 0, offset : offset + keep] / scale
+            missing = hidden[:, 0, offset : offset + keep]
+            xyz[missing] = 0
+            parts[name], present[name] = xyz, ~missing.all(axis=1)
+            found.append(component.name)
+        offset += n
+    if not {"POSE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS"} & set(found):
+        names = ", ".join(c.name for c in header.components)
+        raise BadInput(f"{path}: not a MediaPipe Holistic pose (components: {names})")
+    info = {"fps": float(pose.body.fps)}
+    return Loaded(holistic_frames(parts, present, face, str(path)), "pose", info)
+
+
 def _load(face: bool):
     def load(item: Item) -> Loaded:
-        pose = _read(item.ref)
-        header = pose.header
-        data = np.ma.asarray(pose.body.data)
-        if data.ndim != 4 or data.shape[1] < 1 or data.shape[-1] < 2:
-            raise BadInput(
-                f"{item.ref}: body of shape {data.shape}, not (frames, people, points, dims)"
-            )
-        scale = np.array(
-            [header.dimensions.width or 1, header.dimensions.height or 1, 1], np.float32
-        )
-        coords = np.zeros((*data.shape[:3], 3), np.float32)
-        coords[..., : min(3, data.shape[-1])] = np.ma.filled(data[..., :3], np.nan)
-        hidden = np.ma.getmaskarray(data).all(axis=-1)
-        parts, present, offset, found = {}, {}, 0, []
-        for component in header.components:
-            n = len(component.points)
-            if component.name in COMPONENTS and n >= COMPONENTS[component.name][1]:
-                name, keep = COMPONENTS[component.name]
-                xyz = coords[:, 0, offset : offset + keep] / scale
-                missing = hidden[:, 0, offset : offset + keep]
-                xyz[missing] = 0
-                parts[name], present[name] = xyz, ~missing.all(axis=1)
-                found.append(component.name)
-            offset += n
-        if not {"POSE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS"} & set(found):
-            names = ", ".join(c.name for c in header.components)
-            raise BadInput(f"{item.ref}: not a MediaPipe Holistic pose (components: {names})")
-        info = {"fps": float(pose.body.fps)}
-        return Loaded(holistic_frames(parts, present, face, str(item.ref)), "pose", info)
+        return read_pose(item.ref, face)
 
     return load
 

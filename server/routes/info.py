@@ -7,12 +7,14 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from model import count_parameters
+from model import Checkpoint, count_parameters
 
 from ..clips import MB
 from ..errors import error_responses
 from ..schemas import Info
+from ..security import WRITES_OFF
 from ..state import ServingState, get_state
+from ..train_options import SMALL_SET_DEFAULTS
 
 router = APIRouter(tags=["info"])
 
@@ -24,21 +26,10 @@ router = APIRouter(tags=["info"])
     responses=error_responses(401, 503),
 )
 def info(state: ServingState = Depends(get_state)) -> dict:
-    ckpt, s = state.checkpoint, state.settings
+    s = state.settings
     return {
         "store": state.store.info(),
-        "model": {
-            "fusion": ckpt.config.fusion_type,
-            "modalities": ckpt.config.modalities,
-            "parameters": count_parameters(ckpt.model),
-            "num_classes": ckpt.config.num_classes,
-            "hidden_dim": ckpt.config.hidden_dim,
-            "num_frames": ckpt.num_frames,
-            "streams": ckpt.streams,
-            "features": ckpt.features,
-            "encoder": ckpt.encoder,
-            "metrics": ckpt.metrics,
-        },
+        "model": model_info(state.checkpoint),
         "serving": {
             "micro_batching": s.micro_batching,
             "batch_max_size": s.batch_max_size,
@@ -68,6 +59,32 @@ def info(state: ServingState = Depends(get_state)) -> dict:
                 "misses": state.cache.misses,
             },
         },
+        "teach": {
+            "allow_writes": s.allow_writes,
+            "writes": None if s.allow_writes else WRITES_OFF,
+            "training": state.jobs is not None,
+            "running_job": None if state.jobs is None else state.jobs.running_id,
+            "max_gloss_chars": s.max_gloss_chars,
+            "train_defaults": SMALL_SET_DEFAULTS,
+        },
+    }
+
+
+def model_info(ckpt: Checkpoint | None) -> dict | None:
+    """What the served model is (None before the first training job)."""
+    if ckpt is None:
+        return None
+    return {
+        "fusion": ckpt.config.fusion_type,
+        "modalities": ckpt.config.modalities,
+        "parameters": count_parameters(ckpt.model),
+        "num_classes": ckpt.config.num_classes,
+        "hidden_dim": ckpt.config.hidden_dim,
+        "num_frames": ckpt.num_frames,
+        "streams": ckpt.streams,
+        "features": ckpt.features,
+        "encoder": ckpt.encoder,
+        "metrics": ckpt.metrics,
     }
 
 
@@ -83,9 +100,12 @@ REPORT_PLACES = ("report.json", "eval/report.json")
     responses=error_responses(401, 404, 503),
 )
 def model_report(state: ServingState = Depends(get_state)) -> dict:
-    path = find_report(state.settings.checkpoint)
+    current = state.models.current
+    path = find_report(current.path if current is not None else None)
     if path is None:
-        raise HTTPException(404, "no eval report beside the checkpoint (run asl-eval --out)")
+        raise HTTPException(
+            404, "no eval report beside the checkpoint (run asl-eval --out, or train one here)"
+        )
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

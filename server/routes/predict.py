@@ -5,7 +5,6 @@ largest top_k), so the OpenAPI document states them and validation enforces them
 """
 
 # No `from __future__ import annotations`: FastAPI must see the per-app body model itself.
-import os
 import time
 from typing import Any
 
@@ -13,7 +12,6 @@ from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, UploadF
 from fastapi.openapi.models import Example
 from fastapi.responses import JSONResponse
 from pydantic import Field, create_model
-from starlette.concurrency import run_in_threadpool
 
 from featurestore import InvalidVideoError, validate_video_id
 
@@ -22,7 +20,7 @@ from ..predictor import PredictJob, Ranked
 from ..schemas import JsonInt, PredictRequest, PredictResponse, VideoPredictResponse
 from ..settings import Settings
 from ..state import ServingState, get_state
-from ..uploads import check_content_type, save_upload
+from ..takes import read_take
 
 EXAMPLES: dict[str, Example] = {
     "two videos": {
@@ -97,17 +95,19 @@ def build_router(settings: Settings) -> APIRouter:
         body: PredictBody = Body(openapi_examples=EXAMPLES),
         state: ServingState = Depends(get_state),
     ) -> JSONResponse:
+        model = state.models.get()  # this request's model, whatever swaps meanwhile
         unknown = unknown_ids(state, body.video_ids)
         if unknown:
             raise HTTPException(404, f"unknown video ids: {unknown[:10]}")
-        lacking = state.lacking(body.video_ids)
+        lacking = state.lacking(body.video_ids, model.predictor.streams)
         if lacking:
-            name = state.checkpoint.features
+            name = model.checkpoint.features
             raise HTTPException(
                 404,
                 f"videos {lacking[:10]} do not hold feature set {name!r}, which the model reads",
             )
-        ranked = await state.batcher.submit(PredictJob(body.top_k, tuple(body.video_ids)))
+        job = PredictJob(model.predictor, body.top_k, tuple(body.video_ids))
+        ranked = await state.batcher.submit(job)
         preds = [prediction(v, r) for v, r in zip(body.video_ids, ranked, strict=True)]
         # Built here from plain types: skip FastAPI's re-validation on the hot path (the
         # response_model still documents it, and the tests check the shape).
@@ -118,11 +118,15 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=VideoPredictResponse,
         summary="Classify an uploaded clip",
         description="Decodes the clip, extracts features with the encoder of the model's "
-        "feature set and landmarks, and classifies them. Size and clip length are limited (see /v1/info).",
+        "feature set and landmarks, and classifies them; a landmark sequence (.npy, .pose) is "
+        "read as POST /v1/videos reads it. Size and clip length are limited (see /v1/info).",
         responses=error_responses(401, 413, 415, 422, 503),
     )
     async def predict_video(
-        file: UploadFile = File(description="A video clip (mp4, webm, mov...)."),
+        file: UploadFile = File(
+            description="A video clip (mp4, webm, mov...), or a landmark sequence (.npy of "
+            "per-frame vectors, .pose) for a model that reads landmarks only."
+        ),
         top_k: int = Form(5, ge=1, le=settings.max_top_k, description="Classes to return."),
         details: bool = Form(
             False,
@@ -132,29 +136,31 @@ def build_router(settings: Settings) -> APIRouter:
         state: ServingState = Depends(get_state),
     ) -> dict:
         t0 = time.perf_counter()
-        check_content_type(file.content_type)
-        path = await run_in_threadpool(save_upload, file.file)
-        try:
-            t1 = time.perf_counter()
-            extracted = await state.uploads.extract(path, details)
-            t2 = time.perf_counter()
-            ranked = await state.batcher.submit(PredictJob(top_k, arrays=extracted.arrays))
-            t3 = time.perf_counter()
-        finally:
-            os.unlink(path)
+        model = state.models.get()  # this request's model, whatever swaps meanwhile
+        take = await read_take(state, file, details)
+        missing = [s for s in model.predictor.streams if s not in take.arrays]
+        if missing:
+            raise HTTPException(
+                422,
+                f"the model reads {missing}, which a {take.kind} take does not give: send a "
+                "video clip",
+            )
+        t2 = time.perf_counter()
+        arrays = {s: take.arrays[s][None] for s in model.predictor.streams}
+        ranked = await state.batcher.submit(PredictJob(model.predictor, top_k, arrays=arrays))
+        t3 = time.perf_counter()
         body: dict[str, Any] = {
             "predictions": [prediction(file.filename or "upload", ranked[0])],
             "timings": {
-                "upload_ms": (t1 - t0) * 1000,
-                "extract_ms": (t2 - t1) * 1000,
-                **extracted.timings,
+                **take.timings,
+                "extract_ms": (t2 - t0) * 1000 - take.timings["upload_ms"],
                 "model_ms": (t3 - t2) * 1000,
                 "predict_ms": (t3 - t2) * 1000,
                 "total_ms": (t3 - t0) * 1000,
             },
         }
         if details:
-            body["details"] = extracted.details
+            body["details"] = take.details
         return body
 
     return router

@@ -27,6 +27,7 @@ from spotting import LiveSpotter
 
 from ..live import Session, process_frames, quiet_seconds, send
 from ..logs import redact
+from ..models import NO_MODEL
 from ..spotter import live_stride, served_classifier, spot_config
 from ..state import ServingState
 
@@ -118,6 +119,8 @@ async def stream(ws: WebSocket) -> None:
         return await refuse(ws, CLOSE_POLICY, problem)
     if state is None:
         return await refuse(ws, CLOSE_TRY_LATER, "not ready: the store and model are not loaded")
+    if state.models.current is None:
+        return await refuse(ws, CLOSE_TRY_LATER, NO_MODEL)
     if state.uploads.status not in ("ready", "loading"):
         detail = f"live recognition is not available: {state.uploads.status}"
         return await refuse(ws, CLOSE_UNAVAILABLE, detail)

@@ -109,9 +109,7 @@ async def get_features(
     if arr is None:  # only a miss leaves the event loop
         loop = asyncio.get_running_loop()
         try:
-            arr = await loop.run_in_executor(
-                state.io_executor, state.predictor.load_stream, video_id, stream
-            )
+            arr = await loop.run_in_executor(state.io_executor, state.load_stream, video_id, stream)
         except StreamNotFoundError:  # a feature set not yet added to this video
             raise HTTPException(
                 404, f"video {video_id!r} does not hold feature set {stream!r}"

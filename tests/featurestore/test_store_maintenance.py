@@ -258,3 +258,34 @@ def test_refresh_if_changed_names_what_other_writers_changed(store, rng):
     assert reader.refresh_if_changed() is None
     open_store(store.url, "r+").compact(grace_s=0)
     assert reader.refresh_if_changed() == set()  # every video moved, none changed
+
+
+# -- what is not the store's ---------------------------------------------------------------
+
+
+def test_a_runs_folder_in_the_store_is_left_alone(tmp_path, rng):
+    """asl-serve keeps training runs in <store>/runs: verify, compact and a mirror never
+    read, copy or delete them, and a store can still be made beside one."""
+    import fsspec
+
+    from featurestore.remote import mirror
+
+    url = f"memory://runs-{os.getpid()}/s.zarr"
+    store = create_store(url, small_schema())
+    with store.writer() as w:
+        w.put("v0", random_video(rng), label=0, gloss="hello")
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"/runs-{os.getpid()}/s.zarr/runs/job/model.pt", b"weights")
+    store.compact(grace_s=0)
+    assert open_store(url).verify() == [] and open_store(url).ids() == ["v0"]
+    assert fs.cat(f"/runs-{os.getpid()}/s.zarr/runs/job/model.pt") == b"weights"
+    stats = mirror(url, str(tmp_path / "cache"))
+    local = Path(stats.path)
+    assert not (local / "runs").exists() and open_store(str(local)).ids() == ["v0"]
+    (local / "runs").mkdir()
+    (local / "runs" / "mine.json").write_text("{}")  # a local server's own runs
+    mirror(url, str(tmp_path / "cache"))
+    assert (local / "runs" / "mine.json").exists()
+    folder = tmp_path / "new.zarr"
+    (folder / "runs").mkdir(parents=True)
+    assert create_store(str(folder), small_schema()).ids() == []

@@ -101,3 +101,35 @@ def wait_for_uploads(app, timeout: float = 120) -> str:
             return status
         time.sleep(0.05)
     raise TimeoutError("the encoder did not load")
+
+
+def landmark_take(
+    rng: np.random.Generator, sign: int, frames: int = 20, width: int = 258
+) -> np.ndarray:
+    """One take of sign number ``sign`` as MediaPipe per-frame vectors (frames, width), as
+    the importers read them: a still body, and the right hand moving in the sign's own
+    direction (signs are told apart by it), with some noise."""
+    angle = 2 * np.pi * sign / 7
+    t = np.linspace(0, 1, frames)[:, None]
+    pose = np.tile(rng.uniform(0.3, 0.7, (33, 4)), (frames, 1, 1))
+    pose[:, 11, :2], pose[:, 12, :2] = (0.6, 0.5), (0.4, 0.5)  # the shoulders
+    centre = np.array([0.5, 0.6]) + 0.2 * t * np.array([np.cos(angle), np.sin(angle)])
+    hand = np.zeros((frames, 21, 3))
+    hand[..., :2] = centre[:, None] + rng.normal(0, 0.02, (21, 2))
+    hand += rng.normal(0, 0.005, hand.shape)
+    parts = {
+        1662: [pose.reshape(frames, -1), np.zeros((frames, 468 * 3))],
+        258: [pose.reshape(frames, -1)],
+        126: [],
+    }
+    left = np.zeros((frames, 63))
+    return np.concatenate([*parts[width], left, hand.reshape(frames, -1)], axis=1)
+
+
+def npy(arr: np.ndarray) -> bytes:
+    """``arr`` as the bytes of a .npy file."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
