@@ -167,9 +167,9 @@ def test_frames_after_a_pause_count_on_and_are_spotted_afresh(env, fakes):
 def test_no_model_refuses_the_stream_with_1013(env, monkeypatch):
     from starlette.websockets import WebSocketDisconnect
 
-    monkeypatch.setattr(env["app"].state.serving, "checkpoint", None)
+    monkeypatch.setattr(env["app"].state.serving.models, "current", None)
     with connect(env["client"]) as ws:
-        assert "no model is being served" in ws.receive_json()["detail"]
+        assert ws.receive_json()["detail"].startswith("no model yet: add takes")
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1013

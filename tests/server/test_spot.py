@@ -146,9 +146,9 @@ def test_the_upload_byte_limit_holds_for_spotting_too():
 
 
 def test_without_a_model_the_answer_is_503(env, monkeypatch):
-    monkeypatch.setattr(env["app"].state.serving, "checkpoint", None)
+    monkeypatch.setattr(env["app"].state.serving.models, "current", None)
     r = post(env, "talk.npy", npy(vectors(30)))
-    assert r.status_code == 503 and "no model is being served" in r.json()["detail"]
+    assert r.status_code == 503 and r.json()["detail"].startswith("no model yet: add takes")
 
 
 def test_the_model_served_at_the_request_is_the_one_used(env, tmp_path, monkeypatch):
@@ -157,7 +157,8 @@ def test_the_model_served_at_the_request_is_the_one_used(env, tmp_path, monkeypa
 
     other = load_checkpoint(tiny_checkpoint(tmp_path / "other.pt"))
     other.labels = {i: f"other-{g}" for i, g in other.labels.items()}
-    monkeypatch.setattr(env["app"].state.serving, "checkpoint", other)
+    state = env["app"].state.serving
+    monkeypatch.setattr(state.models, "current", state.served(other, None, None))
     r = post(env, "talk.npy", npy(vectors(60)), min_score="0")
     assert r.status_code == 200
     glosses = {s["gloss"] for s in r.json()["segments"]}
