@@ -387,6 +387,16 @@ def test_a_wrong_api_key_shows_the_error_not_a_blank_page(site):
         driver.quit()
 
 
+def test_with_writes_off_the_teach_tab_says_how_to_turn_them_on(browser):
+    tab(browser, "teach")
+    notice = browser.find_element(By.ID, "teach-off")
+    until(browser, lambda d: notice.is_displayed(), 30)
+    assert "--allow-writes" in notice.text and "asl-serve --store" in notice.text
+    assert not browser.find_element(By.ID, "teach-record").is_enabled()
+    assert not browser.find_element(By.ID, "teach-train").is_enabled()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#teach-glosses tr[data-gloss]"), 30)
+
+
 def test_the_page_raised_no_javascript_errors(browser):
     """Runs after the others on the same page: uncaught errors are in the console."""
     errors = [
