@@ -219,10 +219,10 @@ function showProgress(job) {
   bar.value = job.state === "done" ? bar.max : job.epoch;
   bar.dataset.state = job.state;
   const last = job.metrics[job.metrics.length - 1] || {};
-  const pct = (x) => (x === undefined || x === null ? "-" : `${(100 * x).toFixed(1)}%`);
+  const pct = (x) => `${(100 * x).toFixed(1)}%`;
   const parts = [`job ${job.job_id}: ${job.state}`, `epoch ${job.epoch}/${job.epochs || "?"}`];
-  if (last.train_top1 !== undefined) parts.push(`train top-1 ${pct(last.train_top1)}`);
-  if (last.val_top1 !== undefined) parts.push(`val top-1 ${pct(last.val_top1)}`);
+  if (last.train_top1 != null) parts.push(`train top-1 ${pct(last.train_top1)}`);
+  if (last.val_top1 != null) parts.push(`val top-1 ${pct(last.val_top1)}`);
   say($("teach-train-state"), parts.join(" · "));
 }
 
