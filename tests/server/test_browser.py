@@ -288,7 +288,7 @@ def test_a_long_video_gets_its_signs_on_a_timeline_that_seeks_it(browser, site):
     )
     assert "signs in" in message.text and browser.find_element(By.ID, "try-spot").is_displayed()
     assert not browser.find_element(By.ID, "try-sampled").is_displayed()
-    rows = browser.find_elements(By.CSS_SELECTOR, "#try-segments tr")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#try-segments tbody tr")
     assert len(rows) == len(blocks) and all(b.text for b in blocks)
     assert browser.find_elements(By.CSS_SELECTOR, "#try-timeline .axis span")
     target = blocks[len(blocks) // 2]
