@@ -288,7 +288,7 @@ def test_a_long_video_gets_its_signs_on_a_timeline_that_seeks_it(browser, site):
     )
     assert "signs in" in message.text and browser.find_element(By.ID, "try-spot").is_displayed()
     assert not browser.find_element(By.ID, "try-sampled").is_displayed()
-    rows = browser.find_elements(By.CSS_SELECTOR, "#try-segments tr")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#try-segments tbody tr")
     assert len(rows) == len(blocks) and all(b.text for b in blocks)
     assert browser.find_elements(By.CSS_SELECTOR, "#try-timeline .axis span")
     target = blocks[len(blocks) // 2]
@@ -385,6 +385,16 @@ def test_a_wrong_api_key_shows_the_error_not_a_blank_page(site):
         shot(driver, site, "wrong-key")
     finally:
         driver.quit()
+
+
+def test_with_writes_off_the_teach_tab_says_how_to_turn_them_on(browser):
+    tab(browser, "teach")
+    notice = browser.find_element(By.ID, "teach-off")
+    until(browser, lambda d: notice.is_displayed(), 30)
+    assert "--allow-writes" in notice.text and "asl-serve --store" in notice.text
+    assert not browser.find_element(By.ID, "teach-record").is_enabled()
+    assert not browser.find_element(By.ID, "teach-train").is_enabled()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#teach-glosses tr[data-gloss]"), 30)
 
 
 def test_the_page_raised_no_javascript_errors(browser):

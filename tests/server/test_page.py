@@ -72,7 +72,7 @@ def test_each_tab_button_has_its_section_and_its_module():
     block = re.search(r"const TABS = \{(.*?)\};", main, re.S)
     assert block, "main.js lists its tabs in `const TABS = {...};`"
     registered = re.findall(r"^\s*(\w+)\s*[:,]", block.group(1), re.M)
-    assert buttons == sections == registered == ["try", "live", "browse", "model"]
+    assert buttons == sections == registered == ["try", "live", "browse", "model", "teach"]
 
 
 def test_the_wheel_ships_every_page_file():

@@ -18,8 +18,9 @@ export function showKeyError(detail) {
   showError(`API key: ${detail}. Enter the server's key at the top right.`);
 }
 
+// `body` is the server's JSON answer (a 409 from POST /v1/train names the running job).
 export class ApiError extends Error {
-  constructor(status, detail) { super(detail); this.status = status; }
+  constructor(status, detail, body = null) { super(detail); this.status = status; this.body = body; }
 }
 
 function detailText(body, status) {
@@ -47,7 +48,7 @@ export async function api(path, options = {}) {
       showKeyError(detail);
       $("api-key").focus();
     }
-    throw new ApiError(response.status, detail);
+    throw new ApiError(response.status, detail, body);
   }
   return body;
 }

@@ -3,7 +3,7 @@
 // and the metadata.
 import { api, postJson, report } from "./api.js";
 import { $, headerRow, renderBars } from "./dom.js";
-import { drawLandmarks, parts } from "./landmarks.js";
+import { drawLandmarks, fitClip } from "./landmarks.js";
 
 const LIMIT = 20; // videos a page
 let page; // main.js's shared state: page.info is the server's /v1/info
@@ -94,23 +94,12 @@ function animateSkeleton(layout, frames, mask) {
   clearInterval(skeletonTimer);
   const canvas = $("skeleton");
   const ctx = canvas.getContext("2d");
-  // One box for the whole clip (found points only), so the figure moves, not the frame.
-  let lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
-  frames.forEach((pts, t) => parts(layout).forEach((part) => {
-    if (!mask[t][part.index]) return;
-    for (const p of pts.slice(part.offset, part.offset + part.size)) {
-      lo = [Math.min(lo[0], p[0]), Math.min(lo[1], p[1])];
-      hi = [Math.max(hi[0], p[0]), Math.max(hi[1], p[1])];
-    }
-  }));
-  const span = Math.max(hi[0] - lo[0], hi[1] - lo[1], 1e-6);
-  const pad = 20, size = canvas.width - 2 * pad;
-  const fit = (p) => [pad + ((p[0] - lo[0]) / span) * size, pad + ((p[1] - lo[1]) / span) * size];
+  const fit = fitClip(layout, frames, mask, canvas.width, 20);
   let t = 0;
   const draw = () => {
     ctx.fillStyle = "#111827";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
-    if (Number.isFinite(lo[0])) drawLandmarks(ctx, layout, frames[t], mask[t], 0, 0, fit);
+    if (fit) drawLandmarks(ctx, layout, frames[t], mask[t], 0, 0, fit);
     $("skeleton-frame").textContent = `frame ${t + 1} / ${frames.length}`;
     t = (t + 1) % frames.length;
   };

@@ -1,5 +1,5 @@
 // The webcam, shared by every tab that shows it (one getUserMedia stream for the page),
-// and recording a clip from it after a 3-2-1 countdown.
+// and recording a clip from it after a 3-2-1 countdown (the Try and Teach tabs).
 import { sleep } from "./dom.js";
 
 let shared = null; // the page's one camera stream, once started
@@ -67,4 +67,12 @@ export async function recordClip(stream, seconds, countdown, onState) {
   const ext = mime.includes("mp4") ? "mp4" : "webm";
   onState(`recorded ${(chunks.reduce((n, c) => n + c.size, 0) / 1024).toFixed(0)} KiB`);
   return new File(chunks, `recording.${ext}`, { type: mime });
+}
+
+// The Record buttons' whole act: show the camera in `video` (starting it if need be),
+// count down, record `seconds`; the clip as a File. Throws an Error that says what to do
+// when there is no camera.
+export async function recordFromCamera(video, seconds, countdown, onState) {
+  const stream = await startCamera(video);
+  return recordClip(stream, seconds, countdown, onState);
 }

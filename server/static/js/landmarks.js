@@ -49,6 +49,24 @@ export function drawLandmarks(ctx, layout, points, mask, w, h, fit) {
   }
 }
 
+// One box for a whole clip (found points only), so the figure moves, not the frame: a
+// function placing a point on a `size` square canvas with `pad` around; null when nothing
+// was found in any frame.
+export function fitClip(layout, frames, mask, size, pad) {
+  let lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
+  frames.forEach((pts, t) => parts(layout).forEach((part) => {
+    if (!mask[t][part.index]) return;
+    for (const p of pts.slice(part.offset, part.offset + part.size)) {
+      lo = [Math.min(lo[0], p[0]), Math.min(lo[1], p[1])];
+      hi = [Math.max(hi[0], p[0]), Math.max(hi[1], p[1])];
+    }
+  }));
+  if (!Number.isFinite(lo[0])) return null;
+  const span = Math.max(hi[0] - lo[0], hi[1] - lo[1], 1e-6);
+  const inner = size - 2 * pad;
+  return (p) => [pad + ((p[0] - lo[0]) / span) * inner, pad + ((p[1] - lo[1]) / span) * inner];
+}
+
 function loadImage(src) {
   return new Promise((resolve, reject) => {
     const img = new Image();

@@ -12,6 +12,7 @@ import { $ } from "./dom.js";
 import * as browse from "./browse.js";
 import * as live from "./live.js";
 import * as model from "./model.js";
+import * as teach from "./teach.js";
 import * as tryTab from "./try.js";
 
 const TABS = {
@@ -19,6 +20,7 @@ const TABS = {
   live,
   browse,
   model,
+  teach,
 };
 
 // Shared by every tab: the server's /v1/info, and a way to load it again (after the

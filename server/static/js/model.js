@@ -11,6 +11,13 @@ export function setup(shared) {
 
 export async function open() {
   const m = page.info.model;
+  if (!m) {
+    renderRows($("model-info"), [["model", "none yet: add takes and train (the Teach tab)"]]);
+    $("report-message").textContent = "";
+    $("per-class").textContent = "";
+    $("confusion").textContent = "";
+    return;
+  }
   renderRows($("model-info"), [
     ["fusion", m.fusion], ["modalities", String(m.modalities)],
     ["parameters", m.parameters.toLocaleString()], ["classes", m.num_classes],

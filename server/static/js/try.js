@@ -2,7 +2,7 @@
 // POST /v1/predict/video, and show the top 5, the stage timings and the sampled frames.
 // A long video goes to POST /v1/spot instead: its signs on a timeline under it.
 import { api } from "./api.js";
-import { startCamera, recordClip } from "./camera.js";
+import { recordFromCamera, startCamera } from "./camera.js";
 import { $, renderBars, renderRows, say } from "./dom.js";
 import { renderFrames } from "./landmarks.js";
 import { renderTimeline } from "./timeline.js";
@@ -17,6 +17,12 @@ const UPLOAD_ERRORS = {
   413: "Too long or too large: ", 415: "Not a video: ", 422: "Cannot decode this clip: ",
   503: "The server cannot extract clips now: ",
 };
+
+// What the message line says of a failed upload ("no model yet" as the server says it).
+function uploadError(err) {
+  const prefix = err.status === 503 && /^no model/.test(err.message) ? "" : UPLOAD_ERRORS[err.status];
+  return (prefix || "") + err.message;
+}
 
 export function setup(shared) {
   page = shared;
@@ -45,17 +51,14 @@ async function record() {
   const button = $("record");
   button.disabled = true;
   try {
-    let stream;
+    let clip;
     try {
-      stream = await startCamera($("try-camera"));
+      clip = await recordFromCamera($("try-camera"), Number($("record-seconds").value),
+        $("countdown"), (text) => { $("record-state").textContent = text; });
     } catch (err) {
       say($("try-message"), err.message, "error");
       return;
     }
-    const seconds = Number($("record-seconds").value);
-    const clip = await recordClip(stream, seconds, $("countdown"), (text) => {
-      $("record-state").textContent = text;
-    });
     await classify(clip);
   } finally {
     button.disabled = false;
@@ -90,7 +93,7 @@ async function classify(file) {
   try {
     body = await api("/v1/predict/video", { method: "POST", body: form });
   } catch (err) {
-    say(msg, (UPLOAD_ERRORS[err.status] || "") + err.message, "error");
+    say(msg, uploadError(err), "error");
     return;
   }
   await showResult(file, body);
@@ -98,7 +101,7 @@ async function classify(file) {
 
 // One prediction's answer: what the page shows of it.
 async function showResult(file, body) {
-  $("try-message").textContent = `${file.name}: top 5 of ${page.info ? page.info.model.num_classes : "?"} classes`;
+  $("try-message").textContent = `${file.name}: top 5 of ${(page.info && page.info.model && page.info.model.num_classes) || "?"} classes`;
   renderBars($("try-bars"), body.predictions[0].top_k);
   const t = body.timings;
   renderRows($("try-timings"), [
@@ -133,7 +136,7 @@ async function spotVideo(file, seconds) {
   try {
     doc = await api("/v1/spot", { method: "POST", body: form });
   } catch (err) {
-    say(msg, (UPLOAD_ERRORS[err.status] || "") + err.message, "error");
+    say(msg, uploadError(err), "error");
     return;
   }
   showSegments(file, doc);
