@@ -115,16 +115,7 @@ def site(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).json().get("upload") == "ready":
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "asl-serve did not become ready"
-            time.sleep(0.3)
+        wait_ready(proc, base, root / "server.log")
         shots = root / "screenshots"
         shots.mkdir()
         yield {"base": base, "camera": camera, "root": root, "shots": shots,
@@ -132,6 +123,20 @@ def site(tmp_path_factory):
     finally:
         stop(proc, timeout=20)
         log.close()
+
+
+def wait_ready(proc: subprocess.Popen, base: str, log_path: Path) -> None:
+    """Until asl-serve answers /readyz with its upload encoder loaded (or has died)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert proc.poll() is None, log_path.read_text()[-2000:]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).json().get("upload") == "ready":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        assert time.monotonic() < deadline, "asl-serve did not become ready"
+        time.sleep(0.3)
 
 
 def new_browser(site, name: str, camera: bool = True):

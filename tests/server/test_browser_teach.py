@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -16,7 +15,6 @@ import pytest
 from featurestore.extract import synthesize
 from tests.processes import free_port, stop
 from tests.server.test_browser import (
-    WAIT,
     WEBCAM_CLIP,
     new_browser,
     shot,
@@ -24,6 +22,7 @@ from tests.server.test_browser import (
     to_y4m,
     tool,
     until,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,16 +51,7 @@ def site(tmp_path_factory):
     log = log_path.open("wb")
     proc = subprocess_serve(root, port, log)
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).json().get("upload") == "ready":
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "asl-serve did not become ready"
-            time.sleep(0.3)
+        wait_ready(proc, base, log_path)
         shots = root / "screenshots"
         shots.mkdir()
         yield {
