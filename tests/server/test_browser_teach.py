@@ -118,7 +118,9 @@ def record_takes(driver, gloss: str) -> None:
     )
     takes = driver.find_elements(By.CSS_SELECTOR, "#teach-new .take")
     assert len(takes) == TAKES
-    for take in takes:  # frames drawn; a take without hands says so
+    for take in takes:  # the clip as recorded, then its frames; a take without hands says so
+        assert take.find_elements(By.CSS_SELECTOR, "video.take-preview")
+        assert take.find_elements(By.CSS_SELECTOR, "h3 button.delete")
         captions = [c.text for c in take.find_elements(By.CSS_SELECTOR, "figcaption")]
         assert captions and len(take.find_elements(By.TAG_NAME, "canvas")) == len(captions)
         blind = sum("no hands" in c for c in captions)

@@ -64,8 +64,15 @@ async function recordTakes() {
       const clip = await recordFromCamera($("teach-camera"), seconds, $("teach-countdown"),
         (text) => { $("teach-state").textContent = `take ${i}/${n}: ${text}`; });
       say($("teach-message"), `take ${i} of ${n}: extracting and storing ...`);
-      const take = await addTake(clip, gloss);
-      await showTake(take, i);
+      const box = pendingTake(clip, i);
+      let take;
+      try {
+        take = await addTake(clip, gloss);
+      } catch (err) {
+        box.remove();
+        throw err;
+      }
+      await showTake(box, take, i);
       await refreshGlosses();
     }
     say($("teach-message"), `${n} take${n > 1 ? "s" : ""} of "${gloss}" stored.`);
@@ -82,14 +89,32 @@ function addTake(clip, gloss) {
   return api("/v1/videos", { method: "POST", body: form });
 }
 
-// One stored take: its id and split, a warning when hands were missing, its frames.
-async function showTake(take, i) {
+// A take as recorded, playing while the server extracts and stores it.
+function pendingTake(clip, i) {
   const box = document.createElement("div");
   box.className = "take";
-  box.dataset.videoId = take.video_id;
   const head = document.createElement("h3");
-  head.textContent = `take ${i}: ${take.video_id} (${take.split})`;
-  box.appendChild(head);
+  head.textContent = `take ${i}: storing ...`;
+  const video = document.createElement("video");
+  video.className = "take-preview";
+  Object.assign(video, { src: URL.createObjectURL(clip), muted: true, autoplay: true, loop: true });
+  box.append(head, video);
+  $("teach-new").appendChild(box);
+  return box;
+}
+
+// The take once stored: its id and split, a warning when hands were missing, its sampled
+// frames with the landmarks found, and a button that deletes it.
+async function showTake(box, take, i) {
+  box.dataset.videoId = take.video_id;
+  const head = box.querySelector("h3");
+  head.textContent = `take ${i}: ${take.video_id} (${take.split}) `;
+  const discard = document.createElement("button");
+  discard.className = "delete";
+  discard.textContent = "×";
+  discard.title = "delete this take";
+  discard.addEventListener("click", () => deleteNewTake(box, take.video_id).catch(showFailure));
+  head.appendChild(discard);
   const missing = take.frames_without_hands;
   if (missing) {
     const warn = document.createElement("div");
@@ -102,8 +127,14 @@ async function showTake(take, i) {
   const frames = document.createElement("div");
   frames.className = "frames";
   box.appendChild(frames);
-  $("teach-new").appendChild(box);
   if (take.details) await renderFrames(frames, take.details);
+}
+
+async function deleteNewTake(box, videoId) {
+  await api(`/v1/videos/${encodeURIComponent(videoId)}`, { method: "DELETE" });
+  box.remove();
+  say($("teach-message"), `take ${videoId} deleted.`);
+  await refreshGlosses();
 }
 
 // The glosses table (and the gloss input's suggestions), from GET /v1/glosses.
