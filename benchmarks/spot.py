@@ -210,7 +210,8 @@ def write_negatives(
     per_recorder: int,
 ) -> Path:
     """Straddling windows of every training recorder as `-` sequences of an MP_Data tree
-    beside the data, and a recorders CSV that also names their recorder."""
+    beside the data (and in `sequences`), and a recorders CSV that also names their
+    recorder."""
     rng = np.random.default_rng(2)
     rows: list[tuple[str, str, str]] = []
     tree = folder / "MP_Data" / REST
@@ -224,6 +225,7 @@ def write_negatives(
             for f, row in enumerate(window):
                 np.save(tree / name / f"{f}.npy", row)
             rows.append((REST, name, person))
+            sequences[(REST, name)] = np.asarray(window, np.float32)  # the LSTM's too
     csv_path = folder / "recorders.csv"
     with open(csv_path, "w", newline="") as fh:
         out = csv.writer(fh)
