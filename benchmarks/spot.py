@@ -323,7 +323,8 @@ def main() -> None:
         type=int,
         default=0,
         help="also train ours on N windows per training recorder that straddle a sign's "
-        "end or start, as `-` (default 0: one run each did not show a gain)",
+        "end or start, as `-` (default 0: with small-set, 100 moved WER dmohazab 0.29 -> "
+        "0.26 but TheCamNelson 0.06 -> 0.13, all 0.18 -> 0.19)",
     )
     p.add_argument("--work", help="keep the stores and runs here (a rerun reuses them)")
     args = p.parse_args()
