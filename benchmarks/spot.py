@@ -310,7 +310,9 @@ def main() -> None:
     p.add_argument("--streams", type=int, help="streams per recorder (default 30; --quick 8)")
     p.add_argument("--signs", type=int, default=8, help="signs per stream")
     p.add_argument("--lstm-epochs", type=int, default=100)
-    p.add_argument("--epochs", type=int, help="ours: training epochs (default: asl-train's)")
+    p.add_argument(
+        "--epochs", type=int, help="ours: training epochs (default: the regime's, 100 or 50)"
+    )
     p.add_argument(
         "--regime",
         choices=("small-set", "asl-train"),
