@@ -30,14 +30,14 @@ test: $(STAMP)  ## lint and type-check, then the full test suite (slow tests inc
 test-quick: $(STAMP)  ## the tests without the slow ones
 	$(BIN)/pytest -q -m "not slow"
 
-lint: $(STAMP)  ## ruff lint and format check, mypy over the four packages
+lint: $(STAMP)  ## ruff lint and format check, mypy over the five packages
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 bench: $(STAMP)  ## all benchmarks at full size (QUICK=--quick: about a minute each)
-	for b in benchmarks/store_io.py benchmarks/extract.py benchmarks/train_loader.py benchmarks/serve_load.py benchmarks/import_landmarks.py benchmarks/real_signs.py benchmarks/spot.py; do \
+	for b in benchmarks/store_io.py benchmarks/extract.py benchmarks/train_loader.py benchmarks/serve_load.py benchmarks/import_landmarks.py benchmarks/real_signs.py benchmarks/spot.py benchmarks/teach.py; do \
 		[ -f $$b ] && $(BIN)/python $$b $(QUICK) || true; done
 
 clean:  ## remove the demo output and caches (keeps .venv)
