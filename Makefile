@@ -25,7 +25,7 @@ test: $(STAMP)  ## lint and type-check, then the full test suite (slow tests inc
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 test-quick: $(STAMP)  ## the tests without the slow ones
 	$(BIN)/pytest -q -m "not slow"

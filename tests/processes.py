@@ -4,6 +4,7 @@ hang, and a bulk run held at a known point so a test can signal it without a rac
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from featurestore._test_hold import HOLD_ENV
 
-__all__ = ["free_port", "hold_env", "stop", "wait_for_hold"]
+__all__ = ["free_port", "hold_env", "interruptible", "stop", "wait_for_hold"]
 
 
 def free_port() -> int:
@@ -28,6 +29,13 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child a test will Ctrl-C: a shell that runs the tests in the
+    background (`make test &`) ignores SIGINT, its children inherit that, and Python then
+    never raises KeyboardInterrupt. The child takes SIGINT as a terminal's Ctrl-C again."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def hold_env(videos: int, marker: Path) -> dict[str, str]:

@@ -24,7 +24,7 @@ from featurestore.extract import (
     read_manifest,
     synthesize,
 )
-from tests.processes import hold_env, wait_for_hold
+from tests.processes import hold_env, interruptible, wait_for_hold
 
 T = 8
 NAME = "patches"
@@ -306,7 +306,9 @@ def _start_add(url: str, summary: Path, *extra: str, env=None) -> subprocess.Pop
     cmd = [sys.executable, "-c", _SLOW_ENCODER, "populate", "--store", url,
            "--add-features", NAME, "--encoder", "tiny-random", "--pooling", "mean_vision_patches",
            "--batch-size", str(T), "--quiet", "--summary-json", str(summary), *extra]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=interruptible
+    )
 
 
 def _start_held(url: str, summary: Path, tmp_path: Path) -> subprocess.Popen:

@@ -14,7 +14,7 @@ import pytest
 
 from featurestore import open_store
 from featurestore.extract import synthesize
-from tests.processes import hold_env, wait_for_hold
+from tests.processes import hold_env, interruptible, wait_for_hold
 
 N = 8
 
@@ -49,7 +49,12 @@ def _start(url, manifest, summary, env=None):
         str(summary),
     ]
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+        preexec_fn=interruptible,
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from featurestore import StoreError, open_store
-from tests.processes import hold_env, wait_for_hold
+from tests.processes import hold_env, interruptible, wait_for_hold
 
 GLOSSES, PER_GLOSS = 10, 40
 
@@ -82,6 +82,7 @@ def test_compact_is_refused_while_an_import_writes_and_runs_once_it_is_done(tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=hold_env(100, tmp_path / "held"),
+        preexec_fn=interruptible,
     )
     wait_for_hold(proc, tmp_path / "held")
     try:

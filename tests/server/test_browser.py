@@ -283,7 +283,7 @@ def long_clip(src: Path, dst: Path, times: int = 3, width: int = 240) -> Path:
 def test_a_long_video_gets_its_signs_on_a_timeline_that_seeks_it(browser, site):
     tab(browser, "try")
     clip = WEBCAM_CLIP if site["real"] else next((site["root"] / "data" / "clips").glob("*.mp4"))
-    path = long_clip(clip, site["root"] / "long")
+    path = long_clip(clip, site["root"] / "long", times=5)  # over the page's 6 s: spotted
     browser.find_element(By.ID, "file").send_keys(str(path))
     message = browser.find_element(By.ID, "try-message")
     blocks = until(
