@@ -48,6 +48,12 @@ def _compact(storage: Storage, progress: bool, grace_s: float) -> dict[str, int]
     old_records = list(index.records)
     order = sorted(index.entries.values(), key=lambda e: (e.split, e.video_id))
     streams = list(storage.schema.streams)
+    # Added sets first: their rows of a deleted video are masked by the videos' delete
+    # records, which the videos' merge drops; merged after it, a video deleted and written
+    # again would get its old features back (an interrupted compact too).
+    removed = sum(
+        _compact_feature(storage, name, order, grace_s) for name in storage.schema.feature_sets
+    )
     bar = tqdm(total=len(order), desc="compact", unit="video", disable=not progress)
     segment = new_segment_id("compact")
     with Writer(storage, overwrite=True, segment=segment, lease=False) as w:
@@ -67,9 +73,7 @@ def _compact(storage: Storage, progress: bool, grace_s: float) -> dict[str, int]
         for vid, reason in index.failures.items():
             w.fail(vid, reason)
     bar.close()
-    removed = _remove(storage, old_records, {segment}, COMMITS, 1, grace_s)
-    for name in storage.schema.feature_sets:
-        removed += _compact_feature(storage, name, order, grace_s)
+    removed += _remove(storage, old_records, {segment}, COMMITS, 1, grace_s)
     storage.refresh()
     return {"videos": len(order), "segments_removed": removed}
 

@@ -176,6 +176,22 @@ def test_a_deleted_id_can_be_written_again(store, rng):
     np.testing.assert_array_equal(got.arrays["gemma"], again["gemma"])
 
 
+def test_a_video_deleted_and_written_again_never_gets_its_old_features_back(store, rng):
+    """Found by the state machine: compact merged the videos' log (dropping the delete
+    record that masked the old feature row) before the added set's, which then kept it."""
+    store.add_feature_set("extra", {"model_id": "x"}, (4, 6))
+    with store.feature_writer("extra") as w:
+        w.put("v3", rng.standard_normal((4, 6)).astype(np.float16))
+    store.delete(["v3"])
+    with store.writer() as w:
+        w.put("v3", random_video(rng), label=0)
+    assert "v3" not in open_store(store.url).ids(streams=["extra"])
+    open_store(store.url, "r+").compact(grace_s=0)
+    after = open_store(store.url)
+    assert "v3" in after.ids() and "v3" not in after.ids(streams=["extra"])
+    assert after.verify() == []
+
+
 def test_deleting_an_unknown_video_is_refused_and_changes_nothing(store):
     with pytest.raises(VideoNotFoundError, match="'nope' is not in store"):
         store.delete(["v0", "nope"])
